@@ -1,0 +1,7 @@
+"""medfilip_cxr: fine-grained chest X-ray vision-language pre-training as a MONAI bundle.
+
+The configs in ``configs/`` import this package and build every object from its modules;
+nothing in here reads a config file or the environment.
+"""
+
+__version__ = "0.1.0"

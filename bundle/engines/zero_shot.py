@@ -1,0 +1,72 @@
+"""Zero-shot classification: score each image against a positive and a negative prompt per category.
+
+A category's score is ``softmax(scale * [cos(image, "<name>"), cos(image, "no <name>")])[0]``,
+the CheXzero form: it compares the two readings a report could give instead of thresholding a
+raw cosine, so scores are probabilities comparable across categories.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+from torch import nn
+
+POSITIVE_TEMPLATE = "{}"
+NEGATIVE_TEMPLATE = "no {}"
+
+
+def category_display_name(category: str) -> str:
+    return category.replace("_", " ")
+
+
+class ZeroShotInferer(Inferer):
+    """MONAI inferer that turns a dual encoder into a multi-label classifier over named categories.
+
+    Args:
+        prompts: one ``(positive, negative)`` text pair per category, in output-channel order.
+        tokenizer: called on a list of strings, returns ``[N, L]`` token ids.
+
+    ``__call__(image, network)`` takes ``image`` ``[B, 1, H, W]`` and a network with
+    ``encode_image``/``encode_text`` (see ``ChestXRayCLIP``) and returns probabilities ``[B, C]``.
+    """
+
+    def __init__(self, prompts: Sequence[tuple[str, str]], tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
+        super().__init__()
+        if not prompts:
+            raise ValueError("ZeroShotInferer needs at least one (positive, negative) prompt pair")
+        self.tokens = tokenizer([text for pair in prompts for text in pair])
+        self.num_categories = len(prompts)
+
+    @classmethod
+    def for_categories(
+        cls,
+        categories: Sequence[str],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        names: dict[str, str] | None = None,
+    ) -> "ZeroShotInferer":
+        """Build the inferer with the default ``"<name>"`` / ``"no <name>"`` prompts."""
+        names = names or {}
+        display = [names.get(c, category_display_name(c)) for c in categories]
+        return cls([(POSITIVE_TEMPLATE.format(n), NEGATIVE_TEMPLATE.format(n)) for n in display], tokenizer)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        model = getattr(network, "module", network)  # unwrap DistributedDataParallel
+        image_features = model.encode_image(inputs)
+        text_features = model.encode_text(self.tokens.to(inputs.device)).view(self.num_categories, 2, -1)
+        logits = torch.einsum("bd,cpd->bcp", image_features, text_features) * model.clip.logit_scale.exp()
+        return logits.softmax(dim=-1)[..., 0]
+
+
+def stack_outputs(outputs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack what ``EpochOutputStore(output_transform=from_engine(["pred", "label"]))`` collected.
+
+    Returns ``(scores, labels)``, each ``[N, C]``.
+    """
+    scores = [torch.as_tensor(np.asarray(p)) for pred, _ in outputs for p in pred]
+    labels = [torch.as_tensor(np.asarray(y)) for _, label in outputs for y in label]
+    if not scores:
+        raise ValueError("no outputs were collected: the evaluated split is empty")
+    return torch.stack(scores).numpy(), torch.stack(labels).numpy()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create the virtual environment if it is missing and install the pinned dependencies.
+# Idempotent and cheap when nothing changed: it reinstalls only when requirements*.txt or
+# constraints.txt differ from what was installed. Source it to get the offline settings too.
+set -euo pipefail
+MEDFILIP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MEDFILIP_VENV="${MEDFILIP_VENV:-$MEDFILIP_ROOT/.venv}"
+# Every pip call, including build-isolated sdist builds, must see the torch/torchvision pin.
+export PIP_CONSTRAINT="$MEDFILIP_ROOT/constraints.txt"
+
+if [ ! -x "$MEDFILIP_VENV/bin/python" ]; then
+    echo "[setup] creating $MEDFILIP_VENV"
+    python3 -m venv "$MEDFILIP_VENV"
+fi
+stamp="$MEDFILIP_VENV/.medfilip-requirements"
+wanted="$(cat "$MEDFILIP_ROOT"/requirements.txt "$MEDFILIP_ROOT"/requirements-dev.txt "$MEDFILIP_ROOT"/constraints.txt | sha256sum)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    echo "[setup] installing pinned dependencies (a few minutes on a fresh machine)"
+    "$MEDFILIP_VENV/bin/pip" install --quiet -c "$PIP_CONSTRAINT" \
+        -r "$MEDFILIP_ROOT/requirements.txt" -r "$MEDFILIP_ROOT/requirements-dev.txt" 2>&1 \
+        | grep -v "^WARNING: Location .* is ignored" || true
+    "$MEDFILIP_VENV/bin/python" -c "import torch, torchvision, open_clip, monai, ignite, mlflow" \
+        || { echo "[setup] the installed environment does not import; see the pip output above" >&2; exit 1; }
+    echo "$wanted" > "$stamp"
+fi
+
+# Offline by default: no model hub, no telemetry. The bundle never downloads at run time.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+export PYTHONPATH="$MEDFILIP_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$MEDFILIP_VENV/bin:$PATH"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set everything up (virtual environment, pinned packages) and run the whole test suite.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+cd "$MEDFILIP_ROOT"
+python -m pytest -q tests "$@"

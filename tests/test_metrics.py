@@ -1,0 +1,56 @@
+"""Classification metrics, threshold selection and the zero-shot report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bundle.metrics import classification_metrics, max_f1_thresholds, zero_shot_report
+
+
+def test_perfect_and_random_scores():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((400, 3)) < 0.3).astype(float)
+    perfect = classification_metrics(labels * 0.8 + 0.1, labels, np.full(3, 0.5), ["a", "b", "c"])
+    assert perfect["macro"]["auc"] == pytest.approx(1.0)
+    assert perfect["macro"]["f1"] == pytest.approx(1.0)
+    noise = classification_metrics(rng.random((400, 3)), labels, np.full(3, 0.5), ["a", "b", "c"])
+    assert 0.4 < noise["macro"]["auc"] < 0.6
+    assert noise["a"]["positives"] == int(labels[:, 0].sum())
+
+
+def test_max_f1_threshold_separates_classes():
+    labels = np.array([[0], [0], [0], [1], [1]], dtype=float)
+    scores = np.array([[0.1], [0.2], [0.3], [0.6], [0.9]])
+    threshold = max_f1_thresholds(scores, labels)[0]
+    assert 0.3 < threshold <= 0.6
+    assert max_f1_thresholds(scores, np.zeros_like(labels))[0] == 0.5
+
+
+def test_single_class_column_gives_nan_auc_and_is_left_out_of_macro():
+    labels = np.array([[1, 0], [0, 0], [1, 0], [0, 0]], dtype=float)
+    scores = np.array([[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.2, 0.4]])
+    result = classification_metrics(scores, labels, np.full(2, 0.5), ["a", "b"])
+    assert np.isnan(result["b"]["auc"])
+    assert result["macro"]["auc"] == pytest.approx(1.0)
+
+
+def test_shape_mismatch_is_explained():
+    with pytest.raises(ValueError, match=r"\[N, C\]"):
+        classification_metrics(np.zeros((3, 2)), np.zeros((3, 3)), np.zeros(2), ["a", "b"])
+
+
+def test_report_uses_validation_thresholds(tmp_path):
+    # Validation says 0.7 separates; on test the same threshold is applied, not re-tuned.
+    def outputs(scores, labels):
+        return [([s for s in scores], [y for y in labels])]
+
+    val = outputs(np.array([[0.6], [0.65], [0.75], [0.8]]), np.array([[0.0], [0.0], [1.0], [1.0]]))
+    test = outputs(np.array([[0.2], [0.5], [0.68], [0.9]]), np.array([[0.0], [1.0], [1.0], [1.0]]))
+    report = zero_shot_report(val, test, ["effusion"], [], tmp_path)
+    seen = report["seen"]["effusion"]
+    assert 0.65 < seen["threshold"] <= 0.75
+    assert seen["sensitivity"] == pytest.approx(1 / 3)  # only 0.9 passes the validation threshold
+    saved = json.loads((tmp_path / "zero_shot_metrics.json").read_text())
+    assert saved["thresholds_from"] == "validation"
+    assert (tmp_path / "zero_shot_roc.png").stat().st_size > 1000
