@@ -16,10 +16,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Hashable, Mapping
 
 PATH_KEYS = ("image", "lung_mask", "lesion_mask", "label")
 SPLITS = ("training", "validation", "test")
+
+
+def describe_item(data: Mapping[Hashable, object]) -> str:
+    """A short name for a datalist item, for error messages (its study id or image path)."""
+    for key in ("study_id", "id", "image"):
+        if key in data:
+            return f"{key}={data[key]!r}"
+    return "an item without study_id/image"
 
 
 class DatalistError(ValueError):
@@ -75,8 +83,3 @@ def split_items(datalist: dict[str, Any], split: str, limit: int | None = None) 
     if not items:
         raise DatalistError(f"the datalist has no '{split}' items; the workflow needs them.")
     return items[:limit] if limit else items
-
-
-def categories_in(datalist: dict[str, Any], names: Sequence[str] | None = None) -> list[str]:
-    """All categories of the datalist (seen and unseen), or ``names`` if given."""
-    return list(names) if names else list(datalist.get("categories", []))

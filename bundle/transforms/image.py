@@ -25,7 +25,7 @@ from monai.utils import ensure_tuple, optional_import
 from PIL import Image
 from pydicom.pixels import apply_voi_lut
 
-from .text import describe_item
+from ..data.datalist import describe_item
 
 _, HAS_ITK = optional_import("itk")
 

@@ -8,13 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-
-def describe_item(data: Mapping[Hashable, object]) -> str:
-    """A short name for a datalist item, for error messages (its study id or image path)."""
-    for key in ("study_id", "id", "image"):
-        if key in data:
-            return f"{key}={data[key]!r}"
-    return "an item without study_id/image"
+from ..data.datalist import describe_item
 
 
 class TokenizeTextd(MapTransform):
