@@ -54,3 +54,18 @@ def test_report_uses_validation_thresholds(tmp_path):
     saved = json.loads((tmp_path / "zero_shot_metrics.json").read_text())
     assert saved["thresholds_from"] == "validation"
     assert (tmp_path / "zero_shot_roc.png").stat().st_size > 1000
+
+
+def test_validation_auc_skips_categories_without_positives():
+    import torch
+
+    from bundle.metrics import ScorableMacroROCAUCMetric
+
+    metric = ScorableMacroROCAUCMetric()
+    labels = torch.tensor([[1, 0], [0, 0], [1, 0], [0, 0]], dtype=torch.float32)
+    metric(torch.tensor([[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.3, 0.4]]), labels)
+    assert metric.aggregate() == pytest.approx(1.0)
+    metric.reset()
+    metric(torch.rand(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="AUC is undefined"):
+        metric.aggregate()
