@@ -28,7 +28,7 @@ from bundle.extraction.evaluation import (  # noqa: E402
 )
 from bundle.extraction.readers import compose_text  # noqa: E402
 from bundle.extraction.rules import RulesExtractor  # noqa: E402
-from bundle.extraction.writers import atomic_open  # noqa: E402
+from bundle.io import atomic_open  # noqa: E402
 from bundle.knowledge.base import DEFAULT_KNOWLEDGE_BASE_PATH, KnowledgeBase  # noqa: E402
 
 DEFAULT_INPUT = REPO.parent / "shared" / "realdata" / "iu-xray-openi" / "iu_reports_dev.csv"

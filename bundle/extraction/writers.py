@@ -8,31 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from bundle.findings import Finding, Presence
+from bundle.io import atomic_open
 from bundle.knowledge.base import CHEXPERT_LABELS, KnowledgeBase
-
-
-@contextmanager
-def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[IO[str]]:
-    """Open a UTF-8 text file for writing that appears at ``path`` only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping]) -> None:

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..engines.zero_shot import stack_outputs
+from ..io import write_json_atomic
 from .classification import classification_metrics, max_f1_thresholds, plot_roc_curves
 
 METRIC_COLUMNS = ("auc", "f1", "accuracy", "sensitivity", "specificity")
-
-
-def write_json_atomic(data: Any, path: str | Path) -> Path:
-    """Write JSON through a temporary file and ``os.replace`` so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=True)
-    os.replace(tmp, path)
-    return path
 
 
 def format_table(results: dict[str, dict[str, float]], title: str) -> str:

@@ -1,0 +1,1 @@
+"""Data: the SynthCXR generator (``bundle.data.synthcxr``) and datalists (``bundle.data.datalist``)."""
