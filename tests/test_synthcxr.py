@@ -150,6 +150,12 @@ def test_negated_categories_are_absent_and_not_drawn(studies):
         assert all(study.findings[label - 1].presence is not Presence.ABSENT for label in lesion_labels)
 
 
+def test_only_reports_without_findings_call_the_radiograph_normal(studies):
+    for study in studies:
+        says_normal = "Normal chest radiograph." in study.report
+        assert not (says_normal and study.specs), study.report
+
+
 def test_same_seed_same_study_and_different_seed_differs():
     first, again, other = generate_study(11, size=96), generate_study(11, size=96), generate_study(12, size=96)
     assert np.array_equal(first.image, again.image) and first.report == again.report

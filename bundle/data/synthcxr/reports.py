@@ -211,11 +211,9 @@ OTHER_NORMALS = (
     "Visualized osseous structures are unremarkable.",
     "Pulmonary vasculature is normal.",
 )
-NORMAL_IMPRESSIONS = (
-    "No acute cardiopulmonary process.",
-    "No acute cardiopulmonary abnormality.",
-    "Normal chest radiograph.",
-)
+NO_ACUTE_IMPRESSIONS = ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.")
+# "Normal chest radiograph" only closes a report without findings; chronic findings get "no acute".
+NORMAL_IMPRESSIONS = NO_ACUTE_IMPRESSIONS + ("Normal chest radiograph.",)
 INDICATIONS = ("Cough.", "Shortness of breath.", "Chest pain.", "XXXX-year-old with fever.", "Preoperative evaluation.")
 COMPARISONS = ("None.", "XXXX.", "Chest radiograph XXXX.", "None available.")
 FOLLOW_UP_COMPARISONS = ("Prior radiograph dated XXXX.", "Chest radiograph XXXX.", "XXXX, XXXX.")
@@ -363,8 +361,10 @@ def write_report(
     body = heart_first + sentences + [text for text, cats in negations if cats != ("cardiomegaly",)] + normals
 
     impression = [impression_sentence(spec, rng) for spec in specs]
-    if not specs or drawn <= set(CHRONIC):
+    if not specs:
         impression.append(str(rng.choice(NORMAL_IMPRESSIONS)))
+    elif drawn <= set(CHRONIC):
+        impression.append(str(rng.choice(NO_ACUTE_IMPRESSIONS)))
     if len(impression) > 1 and rng.random() < 0.4:
         impression = [f"{number}. {line}" for number, line in enumerate(impression, start=1)]
 
