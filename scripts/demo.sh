@@ -7,9 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$MEDFILIP_ROOT"
 DATA_DIR="${DATA_DIR:-data/synthcxr}"
 N_IMAGES="${N_IMAGES:-2000}"
+UNSEEN="${UNSEEN:-mass,bulla}"  # held out of training, scored zero-shot on test
 
 if [ ! -f "$DATA_DIR/datalist.json" ]; then
-    python scripts/make_demo_data.py --out "$DATA_DIR" --n "$N_IMAGES" --size 224 --seed 0
+    python scripts/make_demo_data.py --out "$DATA_DIR" --n "$N_IMAGES" --size 224 --seed 0 --unseen "$UNSEEN"
 fi
 python -m monai.bundle run training \
     --config_file configs/train.json --meta_file metadata.json --logging_file configs/logging.conf \

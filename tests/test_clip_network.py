@@ -110,3 +110,21 @@ def test_zero_shot_inferer_follows_the_prompts(network, tokenizer):
     swapped = ZeroShotInferer([("no effusion", "effusion")], tokenizer)
     image = torch.rand(2, 1, 64, 64)
     np.testing.assert_allclose(inferer(image, network).detach(), 1 - swapped(image, network).detach(), atol=1e-6)
+
+
+def test_report_sections_keep_the_impression_and_fall_back():
+    from bundle.transforms import ReportSectionsd
+
+    report = "INDICATION: Cough.\nFINDINGS: Small left effusion. No pneumothorax.\nIMPRESSION: Small left pleural effusion."
+    assert ReportSectionsd("report")({"report": report})["report"] == "Small left pleural effusion."
+    no_impression = "FINDINGS: Heart size is normal. Lungs are clear."
+    assert ReportSectionsd("report")({"report": no_impression})["report"] == "Heart size is normal. Lungs are clear."
+    both = ReportSectionsd("report", sections=("findings", "impression"), output_keys="text")({"report": report})
+    assert both["text"] == "Small left effusion. No pneumothorax. Small left pleural effusion."
+
+
+def test_tokenize_text_rejects_an_empty_report(tokenizer):
+    from bundle.transforms import TokenizeTextd
+
+    with pytest.raises(ValueError, match="study_id='s7'.*non-empty report"):
+        TokenizeTextd("report", tokenizer)({"report": "  ", "study_id": "s7"})

@@ -2,6 +2,7 @@
 
 from .findings import FindingsToLabelsd
 from .image import ChestXRayReadError, LoadChestXRay, LoadChestXRayd
-from .text import TokenizeTextd
+from .text import ReportSectionsd, TokenizeTextd
 
-__all__ = ["ChestXRayReadError", "FindingsToLabelsd", "LoadChestXRay", "LoadChestXRayd", "TokenizeTextd"]
+__all__ = ["ChestXRayReadError", "FindingsToLabelsd", "LoadChestXRay", "LoadChestXRayd", "ReportSectionsd",
+           "TokenizeTextd"]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from ..data.datalist import describe_item
+from ..extraction.sections import observation_text, split_sections
+
+
+def paired_output_keys(keys: tuple, output_keys: KeysCollection | None) -> tuple:
+    """One output key per input key; None means write back in place."""
+    paired = keys if output_keys is None else tuple([output_keys] if isinstance(output_keys, str) else output_keys)
+    if len(paired) != len(keys):
+        raise ValueError(f"got {len(keys)} keys but {len(paired)} output_keys")
+    return paired
 
 
 class TokenizeTextd(MapTransform):
@@ -29,11 +38,7 @@ class TokenizeTextd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.tokenizer = tokenizer
-        self.output_keys = self.keys if output_keys is None else tuple(
-            [output_keys] if isinstance(output_keys, str) else output_keys
-        )
-        if len(self.output_keys) != len(self.keys):
-            raise ValueError(f"got {len(self.keys)} keys but {len(self.output_keys)} output_keys")
+        self.output_keys = paired_output_keys(self.keys, output_keys)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -45,4 +50,39 @@ class TokenizeTextd(MapTransform):
                     "a non-empty report; drop the item from the datalist or fill in its report."
                 )
             d[output_key] = self.tokenizer([text])[0]
+        return d
+
+
+class ReportSectionsd(MapTransform):
+    """Replace a report by the text of some of its sections (``IMPRESSION`` by default).
+
+    A report's impression states the positive findings in a few words, which is what a zero-shot
+    prompt looks like; the full report also carries indication, comparison and boilerplate
+    negatives. Reports without the requested sections fall back to their FINDINGS+IMPRESSION
+    text, then to the whole report, so no item ends up empty.
+
+    Args:
+        keys: keys holding report strings.
+        sections: section names to keep, in order (lower case, e.g. ``("impression",)``).
+        output_keys: where to write the text (default: overwrite).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        sections: Sequence[str] = ("impression",),
+        output_keys: KeysCollection | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sections = tuple(s.lower() for s in sections)
+        self.output_keys = paired_output_keys(self.keys, output_keys)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key, output_key in self.key_iterator(d, self.output_keys):
+            report = str(d[key])
+            found = split_sections(report)
+            kept = " ".join(found[s] for s in self.sections if found.get(s))
+            d[output_key] = kept or observation_text(report) or report
         return d
