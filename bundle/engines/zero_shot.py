@@ -7,7 +7,7 @@ raw cosine, so scores are probabilities comparable across categories.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,9 +45,13 @@ class ZeroShotInferer(Inferer):
         cls,
         categories: Sequence[str],
         tokenizer: Callable[[list[str]], torch.Tensor],
-        names: dict[str, str] | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> "ZeroShotInferer":
-        """Build the inferer with the default ``"<name>"`` / ``"no <name>"`` prompts."""
+        """Build the inferer with the default ``"<name>"`` / ``"no <name>"`` prompts.
+
+        ``names`` maps category ids to display names (the knowledge base's); ids it lacks are
+        shown with spaces for underscores.
+        """
         names = names or {}
         display = [names.get(c, category_display_name(c)) for c in categories]
         return cls([(POSITIVE_TEMPLATE.format(n), NEGATIVE_TEMPLATE.format(n)) for n in display], tokenizer)
