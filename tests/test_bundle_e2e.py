@@ -145,3 +145,10 @@ def test_metadata_verification_rejects_a_broken_file(tmp_path):
                              "--filepath", "configs/metadata_schema.json"], cwd=REPO, env=bundle_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "'dtype' is a required property" in result.stdout + result.stderr
+
+
+def test_monai_tracking_flag_logs_to_mlflow(synthcxr, tmp_path):
+    bundle_cli(tmp_path, synthcxr, "training", "--max_epochs", "1", "--tracking", "mlflow", "--track_mlflow", "False")
+    db = sqlite3.connect(tmp_path / "eval/mlruns.db")
+    assert {"train_loss", "val_macro_auc"} <= {row[0] for row in db.execute("select key from metrics")}
+    assert list((tmp_path / "eval").glob("config_*.json")), "MONAI's tracking did not save the executed config"
