@@ -47,7 +47,7 @@ def write_bytes_atomic(path: str | Path, data: bytes, fsync: bool = True) -> Pat
     return Path(path)
 
 
-def write_json_atomic(data: Any, path: str | Path, indent: int | None = 2) -> Path:
+def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     with atomic_open(path) as handle:
         json.dump(data, handle, indent=indent)
         handle.write("\n")

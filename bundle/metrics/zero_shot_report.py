@@ -60,7 +60,7 @@ def zero_shot_report(
         report[group] = results
         tables.append(format_table(results, f"Zero-shot classification, {group} categories (test split)"))
     output_dir = Path(output_dir)
-    write_json_atomic(report, output_dir / "zero_shot_metrics.json")
+    write_json_atomic(output_dir / "zero_shot_metrics.json", report)
     plot_roc_curves(test_scores, test_labels, list(categories), output_dir / "zero_shot_roc.png",
                     title="Zero-shot ROC on the test split")
     report["table"] = "\n\n".join(tables)
