@@ -86,7 +86,7 @@ def test_interrupted_training_resumes(synthcxr, tmp_path):
     command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
                f"['configs/train.json','{TINY}']", "--meta_file", "metadata.json", "--logging_file", "configs/logging.conf",
                "--dataset_dir", str(synthcxr), "--ckpt_dir", str(tmp_path / "models"),
-               "--output_dir", str(tmp_path / "eval"), "--max_epochs", "40", "--track_mlflow", "False"]
+               "--output_dir", str(tmp_path / "eval"), "--max_epochs", "40", "--track_mlflow", "false"]
     process = subprocess.Popen(command, cwd=REPO, env=bundle_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and not list((tmp_path / "models").glob("checkpoint_*epoch=2.pt")):
@@ -99,6 +99,7 @@ def test_interrupted_training_resumes(synthcxr, tmp_path):
     result = bundle_cli(tmp_path, synthcxr, "training", "--max_epochs", str(epoch + 1), "--track_mlflow", "False")
     log = result.stdout + result.stderr
     assert f"Epoch[{epoch + 1}]" in log and "Epoch[1]" not in log
+    assert not (tmp_path / "eval/mlruns.db").exists(), "--track_mlflow false did not switch MLflow off"
 
 
 def test_evaluation_writes_metrics_with_validation_thresholds(trained, synthcxr):

@@ -37,3 +37,12 @@ def test_hyper_parameters_are_top_level_keys():
 def test_metadata_input_shape_matches_the_default_image_size():
     parser = parse("configs/train.json")
     assert parser.get("_meta_#network_data_format#inputs#image#spatial_shape") == [parser["image_size"]] * 2
+
+
+def test_command_line_switches_read_lower_case_words():
+    from bundle.engines import flag
+
+    assert flag(True) and flag("true") and flag("Yes") and flag(1)
+    assert not flag(False) and not flag("false") and not flag("0") and not flag(None)
+    with pytest.raises(ValueError, match="on/off"):
+        flag("maybe")
