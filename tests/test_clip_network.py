@@ -1,5 +1,7 @@
 """The dual encoder, the contrastive loss and the zero-shot inferer on a tiny open_clip model."""
 
+import re
+
 import numpy as np
 import open_clip
 import pytest
@@ -128,3 +130,15 @@ def test_tokenize_text_rejects_an_empty_report(tokenizer):
 
     with pytest.raises(ValueError, match="study_id='s7'.*non-empty report"):
         TokenizeTextd("report", tokenizer)({"report": "  ", "study_id": "s7"})
+
+
+def test_an_empty_report_still_fails_clearly_after_section_selection(tokenizer):
+    from monai.transforms import Compose
+
+    from bundle.transforms import ReportSectionsd, TokenizeTextd
+
+    chain = Compose([ReportSectionsd("report", output_keys="text"), TokenizeTextd("text", tokenizer)])
+    for empty in (None, "", "   "):
+        with pytest.raises(RuntimeError) as raised:  # MONAI's Compose wraps the transform's error
+            chain({"report": empty, "study_id": "s9"})
+        assert re.search("study_id='s9'.*non-empty report", str(raised.value.__cause__))

@@ -81,7 +81,10 @@ class ReportSectionsd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key, output_key in self.key_iterator(d, self.output_keys):
-            report = str(d[key])
+            report = d[key]
+            if not isinstance(report, str) or not report.strip():
+                d[output_key] = report  # left as it is, so TokenizeTextd names the item with the empty report
+                continue
             found = split_sections(report)
             kept = " ".join(found[s] for s in self.sections if found.get(s))
             d[output_key] = kept or observation_text(report) or report
