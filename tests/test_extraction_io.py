@@ -139,7 +139,7 @@ def test_cli_rules_end_to_end_and_rerun_hits_cache(tmp_path):
     assert [(t["category"], t["presence"]) for t in lines[0]["triplets"]] == [
         ("pleural_effusion", "present"), ("pneumothorax", "absent"), ("pneumonia", "uncertain")
     ]  # fmt: skip
-    assert lines[1]["triplets"] == []
+    assert [(t["category"], t["presence"]) for t in lines[1]["triplets"]] == [("cardiomegaly", "absent")]
     failures = [json.loads(x) for x in (tmp_path / "OUT.failures.jsonl").read_text().splitlines()]
     assert failures[0]["id"] == "b" and "empty" in failures[0]["reason"]
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -69,12 +69,63 @@ def test_sentence_level_assertions(rules, sentence, expected):
 
 
 @pytest.mark.parametrize(
-    "normal",
-    ["Heart size is normal.", "The cardiomediastinal silhouette is within normal limits.", "The lungs are clear.",
-     "No acute cardiopulmonary abnormality.", "Normal chest x-XXXX.", "Pulmonary vascularity is normal."],
+    "normal, categories",
+    [("Heart size is normal.", ["cardiomegaly"]),
+     ("Heart size is within normal limits.", ["cardiomegaly"]),
+     ("The cardiac silhouette is normal in size.", ["cardiomegaly"]),
+     ("The heart is normal in size and contour.", ["cardiomegaly"]),
+     ("Normal heart size.", ["cardiomegaly"]),
+     ("The cardiomediastinal silhouette is within normal limits.", ["cardiomegaly", "enlarged_cardiomediastinum"]),
+     ("Heart and mediastinum normal.", ["cardiomegaly", "enlarged_cardiomediastinum"]),
+     ("The heart size and pulmonary vascularity appear within normal limits.", ["cardiomegaly", "pulmonary_congestion"]),
+     ("The mediastinal contours are normal.", ["enlarged_cardiomediastinum"]),
+     ("Pulmonary vascularity is normal.", ["pulmonary_congestion"]),
+     ("The cardiac silhouette, upper mediastinum and pulmonary vasculature are within normal limits.", ["pulmonary_congestion"])],
 )  # fmt: skip
-def test_normal_statements_yield_nothing(rules, normal):
-    assert rules.extract_findings(normal) == []
+def test_normal_statements_are_absent_findings(rules, normal, categories):
+    findings = rules.extract_findings(f"FINDINGS: {normal} No pneumothorax.")
+    assert [(f.category, f.presence.value, f.location, f.severity) for f in findings] == [
+        *((c, "absent", None, None) for c in categories), ("pneumothorax", "absent", None, None)
+    ]  # fmt: skip
+    assert all(f.evidence == normal for f in findings[:-1])
+
+
+@pytest.mark.parametrize(
+    "text", ["The lungs are clear.", "No acute cardiopulmonary abnormality.", "Normal chest x-XXXX.", "Heart size upper limits of normal.",
+             "Heart size is at the upper limit of normal.", "The heart is upper limits of normal in size.", "Borderline normal heart size.",
+             "Heart size is normal to mildly enlarged.", "Heart size is probably normal.", "Upper normal heart size.",
+             "Likely normal heart size.", "Heart size is normal versus mildly enlarged."],
+)  # fmt: skip
+def test_undeclared_or_qualified_normal_statements_yield_nothing(rules, text):
+    assert rules.extract_findings(text) == []
+
+
+def test_borderline_heart_size_is_not_absent(rules):
+    assert triplets(rules, "Borderline heart size.") == [("cardiomegaly", "present", None, "minimal")]
+
+
+@pytest.mark.parametrize(
+    "report",
+    ["FINDINGS: Heart size is normal. No effusion. IMPRESSION: Mild cardiomegaly.",
+     "FINDINGS: Mild cardiomegaly. IMPRESSION: Heart size within normal limits.",
+     "Heart size is normal. Possible cardiomegaly."],
+)  # fmt: skip
+def test_a_normal_statement_never_overrides_a_mention(rules, report):
+    findings = [(f.category, f.presence.value) for f in rules.extract_findings(report)]
+    assert ("cardiomegaly", "absent") not in findings
+    assert ("cardiomegaly", "present") in findings or ("cardiomegaly", "uncertain") in findings
+
+
+def test_negations_still_read_normal_statements_as_absent(rules):
+    # a negated mention and a normal statement agree: one absent finding, the first evidence kept
+    findings = rules.extract_findings("Heart size is normal. No cardiomegaly.")
+    assert [(f.category, f.presence.value, f.evidence) for f in findings] == [("cardiomegaly", "absent", "Heart size is normal.")]
+
+
+def test_normality_predicate_stays_in_its_clause(rules):
+    assert triplets(rules, "Heart size is mildly enlarged, pulmonary vascularity within normal limits.") == [
+        ("cardiomegaly", "present", None, "mild"), ("pulmonary_congestion", "absent", None, None)
+    ]  # fmt: skip
 
 
 def test_report_level_dedup_and_evidence(rules):

@@ -91,3 +91,107 @@ def test_missing_or_invalid_file(tmp_path):
     bad.write_text("version: [unclosed")
     with pytest.raises(KnowledgeBaseError, match="not valid UTF-8 YAML"):
         KnowledgeBase.from_yaml(bad)
+
+
+# -- visual attributes and descriptions (IKI) --------------------------------------------------
+
+ATTRIBUTE_KEYS = ("density", "shape", "size", "zone", "laterality", "signs")
+
+
+def test_every_category_has_a_description_and_attributes_from_the_vocabulary():
+    kb = default_knowledge_base()
+    assert tuple(kb.attribute_vocabulary) == ATTRIBUTE_KEYS
+    assert set(kb.attribute_vocabulary["zone"]) <= set(kb.regions)
+    assert set(kb.attribute_vocabulary["laterality"]) <= set(kb.laterality)
+    assert len(kb.categories) == 50
+    for category in kb.categories.values():
+        assert category.description.strip() and len(category.description.split()) <= 30, category.id
+        assert "\n" not in category.description and not {"ct", "ultrasound", "mri"} & set(category.description.lower().split())
+        assert tuple(category.attributes) == ATTRIBUTE_KEYS, category.id
+        assert any(category.attributes.values()), f"{category.id} has no attribute at all"
+        for key, terms in category.attributes.items():
+            assert isinstance(terms, tuple) and set(terms) <= set(kb.attribute_vocabulary[key]), (category.id, key)
+        assert "attributes" not in category.extra and "description" not in category.extra
+
+
+def test_synthcxr_attributes_equal_the_generator_recipes():
+    recipes = pytest.importorskip("bundle.data.synthcxr.recipes")
+    kb = default_knowledge_base()
+    assert set(kb.ids_in_list("synthcxr")) == set(recipes.CATEGORY_RECIPES)
+    for key, values in (("density", recipes.DENSITIES), ("shape", recipes.SHAPES), ("size", recipes.SIZES),
+                        ("zone", recipes.ZONES), ("laterality", recipes.LATERALITIES), ("signs", recipes.SIGNS)):  # fmt: skip
+        assert set(values) <= set(kb.attribute_vocabulary[key]), key
+    for category_id, recipe in recipes.CATEGORY_RECIPES.items():
+        attributes = kb.categories[category_id].attributes
+        expected = {"density": {recipe.density}, "shape": set(recipe.shapes), "size": {recipe.size},
+                    "zone": set(recipe.zones), "laterality": set(recipe.lateralities), "signs": set(recipe.signs)}  # fmt: skip
+        assert {key: set(terms) for key, terms in attributes.items()} == expected, category_id
+
+
+def test_recipe_attribute_values_occur_in_several_categories():
+    """Compositional transfer: each density, shape, size and sign a recipe draws is shared by >= 2 categories."""
+    recipes = pytest.importorskip("bundle.data.synthcxr.recipes")
+    kb = default_knowledge_base()
+    used = {"density": {r.density for r in recipes.CATEGORY_RECIPES.values()},
+            "shape": {s for r in recipes.CATEGORY_RECIPES.values() for s in r.shapes},
+            "size": {r.size for r in recipes.CATEGORY_RECIPES.values()},
+            "signs": {s for r in recipes.CATEGORY_RECIPES.values() for s in r.signs}}  # fmt: skip
+    for key, values in used.items():
+        for value in values:
+            holders = [c.id for c in kb.categories.values() if value in c.attributes[key]]
+            assert len(holders) >= 2, f"{key} {value!r} occurs only in {holders}"
+
+
+def test_attribute_terms_are_density_size_shape_signs():
+    kb = default_knowledge_base()
+    assert kb.attribute_terms("pleural_effusion") == ["opaque", "large", "meniscus", "blunted costophrenic angle"]
+    assert kb.attribute_terms("bulla") == ["lucent", "large", "round", "thin wall", "absent lung markings"]
+    assert kb.attribute_terms("cardiomegaly") == ["opaque", "large", "enlarged silhouette"]
+    with pytest.raises(KeyError, match="unknown category id 'nope'"):
+        kb.attribute_terms("nope")
+
+
+def test_unknown_attribute_term_is_rejected(raw):
+    broken = copy.deepcopy(raw)
+    broken["categories"][0]["attributes"]["shape"].append("star shaped")
+    with pytest.raises(KnowledgeBaseError, match=r"category 'cardiomegaly' attribute 'shape' uses 'star shaped'.*attribute_vocabulary\.shape"):
+        KnowledgeBase.from_dict(broken, "kb.yaml")
+    stray_zone = copy.deepcopy(raw)
+    stray_zone["attribute_vocabulary"]["zone"].append("left field")
+    with pytest.raises(KnowledgeBaseError, match=r"attribute_vocabulary\.zone terms \['left field'\] are not locations\.regions keys"):
+        KnowledgeBase.from_dict(stray_zone, "kb.yaml")
+
+
+def test_missing_description_or_extra_attribute_key_is_rejected(raw):
+    no_description = copy.deepcopy(raw)
+    del no_description["categories"][3]["description"]
+    with pytest.raises(KnowledgeBaseError, match=r"entry 'categories/3': 'description' is a required property"):
+        KnowledgeBase.from_dict(no_description, "kb.yaml")
+    extra_key = copy.deepcopy(raw)
+    extra_key["categories"][1]["attributes"]["colour"] = ["white"]
+    with pytest.raises(KnowledgeBaseError, match=r"categories/1/attributes.*'colour' was unexpected"):
+        KnowledgeBase.from_dict(extra_key, "kb.yaml")
+    missing_key = copy.deepcopy(raw)
+    del missing_key["categories"][1]["attributes"]["signs"]
+    with pytest.raises(KnowledgeBaseError, match=r"categories/1/attributes.*'signs' is a required property"):
+        KnowledgeBase.from_dict(missing_key, "kb.yaml")
+    no_vocabulary = copy.deepcopy(raw)
+    del no_vocabulary["attribute_vocabulary"]["signs"]
+    with pytest.raises(KnowledgeBaseError, match=r"attribute_vocabulary.*'signs' is a required property"):
+        KnowledgeBase.from_dict(no_vocabulary, "kb.yaml")
+
+
+# -- statements of normality ---------------------------------------------------------------------
+
+
+def test_normal_statements_name_known_categories(raw):
+    kb = default_knowledge_base()
+    assert kb.normal_index.get("normal heart size") == ("cardiomegaly",)
+    unknown = copy.deepcopy(raw)
+    unknown["normal_statements"].append({"term": "heart ... fine", "categories": ["heart"]})
+    with pytest.raises(KnowledgeBaseError, match=r"normal statement 'heart \.\.\. fine' names unknown categories \['heart'\]"):
+        KnowledgeBase.from_dict(unknown)
+    clash = copy.deepcopy(raw)
+    clash["normal_statements"].append({"term": "enlarged heart", "categories": ["cardiomegaly"]})
+    with pytest.raises(KnowledgeBaseError, match="'enlarged heart' is also a category synonym"):
+        KnowledgeBase.from_dict(clash)

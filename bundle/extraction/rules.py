@@ -4,8 +4,12 @@ Pipeline per report: observation sections (``sections.observation_text``) -> sen
 tokens -> category mentions from the knowledge base (leftmost-longest synonyms, gaps, plurals)
 -> presence from negation/uncertainty scopes (``scopes``) -> location and severity from the
 words that modify each mention -> findings, de-duplicated per report. Statements of normality
-("heart size is normal", "lungs are clear") name no category and so yield nothing; the
-de-identification mask ``XXXX`` is an ordinary unknown word.
+declared in the knowledge base (``normal_statements``: "heart size is normal", "the
+cardiomediastinal silhouette is within normal limits") yield *absent* findings of the categories
+they rule out, with their sentence as evidence, unless a qualifier makes them equivocal ("heart
+size upper limits of normal") or the report asserts the category elsewhere (the positive wins).
+Undeclared ones ("lungs are clear") yield nothing. The de-identification mask ``XXXX`` is an
+ordinary unknown word.
 """
 
 from __future__ import annotations
@@ -15,15 +19,25 @@ from typing import Sequence
 from bundle.extraction.backend import ExtractionResult
 from bundle.extraction.scopes import assert_mentions
 from bundle.extraction.sections import observation_text, split_sentences
-from bundle.findings import Finding
+from bundle.findings import Finding, Presence
 from bundle.knowledge.base import KnowledgeBase
 from bundle.knowledge.phrases import CLAUSE_PUNCTUATION, PhraseMatch, tokenize
 
-RULES_VERSION = "rules-1"
+RULES_VERSION = "rules-2"
 MAX_PRE_MODIFIER = 6  # words before a mention that can modify it ("small left basilar ...")
 MAX_POST_MODIFIER = 8  # words after it ("... in the right upper lobe")
 # Modifiers after a mention belong to it only up to a coordination or a new clause.
 POST_MODIFIER_STOPS = CLAUSE_PUNCTUATION | {"and", "or", "with", "but", "which", "likely", "possibly", "versus", "vs"}
+# Words that make a statement of normality equivocal when they occur in it, in the three words
+# before it (back to a coordination) or in the rest of its clause: "heart size upper limits of
+# normal", "borderline normal heart size", "heart size is normal to mildly enlarged", "heart size
+# is probably normal".
+NORMAL_QUALIFIERS = frozenset(
+    {"upper", "top", "high", "borderline", "limit", "near", "nearly", "mild", "mildly", "slight", "slightly",
+     "enlarged", "enlargement", "large", "prominent", "increased", "not", "possibly", "probably", "likely",
+     "may", "might", "questionable", "versus", "vs", "difficult", "cannot", "although", "except"}
+)  # fmt: skip
+MAX_NORMAL_PRE_QUALIFIER = 3  # words before a normal statement that can qualify it
 
 
 class RulesExtractor:
@@ -45,31 +59,65 @@ class RulesExtractor:
         return ExtractionResult(findings=self.extract_findings(text))
 
     def extract_findings(self, text: str) -> list[Finding]:
+        tagged = [item for sentence in split_sentences(observation_text(text)) for item in self._sentence_findings(sentence)]
         findings: list[Finding] = []
         seen: set[tuple] = set()
-        for sentence in split_sentences(observation_text(text)):
-            for finding in self.extract_sentence(sentence):
-                key = (finding.category, finding.location, finding.severity, finding.presence)
-                if key not in seen:
-                    seen.add(key)
-                    findings.append(finding)
+        for finding in _drop_contradicted_normals(tagged):
+            key = (finding.category, finding.location, finding.severity, finding.presence)
+            if key not in seen:
+                seen.add(key)
+                findings.append(finding)
         return findings
 
     def extract_sentence(self, sentence: str) -> list[Finding]:
         """Findings of one sentence, in reading order (duplicates kept)."""
+        return _drop_contradicted_normals(self._sentence_findings(sentence))
+
+    def _sentence_findings(self, sentence: str) -> list[tuple[Finding, bool]]:
+        """``(finding, from a normal statement)`` pairs of one sentence, in reading order."""
         tokens = tokenize(sentence)
         mentions = self.kb.category_index.find_all(tokens)
-        if not mentions:
-            return []
-        presences = assert_mentions(tokens, mentions)
-        findings = []
-        for k, (mention, presence) in enumerate(zip(mentions, presences)):
-            pre_start, post_end = self._modifier_window(tokens, mentions, k)
-            location = self.kb.location_from_tokens(tokens, pre_start, post_end)
-            severity = self._severity(tokens, pre_start, mention, post_end)
-            for category in mention.value:
-                findings.append(Finding(category, location, severity, presence, sentence))
-        return findings
+        found: list[tuple[int, Finding, bool]] = []
+        if mentions:
+            presences = assert_mentions(tokens, mentions)
+            for k, (mention, presence) in enumerate(zip(mentions, presences)):
+                pre_start, post_end = self._modifier_window(tokens, mentions, k)
+                location = self.kb.location_from_tokens(tokens, pre_start, post_end)
+                severity = self._severity(tokens, pre_start, mention, post_end)
+                for category in mention.value:
+                    found.append((mention.start, Finding(category, location, severity, presence, sentence), False))
+        for statement in self._normal_statements(tokens, mentions):
+            for category in statement.value:
+                found.append((statement.start, Finding(category, None, None, Presence.ABSENT, sentence), True))
+        found.sort(key=lambda item: item[0])  # stable: mentions keep their order
+        return [(finding, normal) for _, finding, normal in found]
+
+    def _normal_statements(self, tokens: Sequence[str], mentions: Sequence[PhraseMatch]) -> list[PhraseMatch]:
+        """The knowledge base's statements of normality in ``tokens`` that stand as written.
+
+        A statement is dropped when it overlaps a category mention ("heart size is enlarged,
+        normal ..." names a finding) or when a qualifier (``NORMAL_QUALIFIERS``) occurs inside it,
+        in the few words before it or in the rest of its clause.
+        """
+        if self.kb.normal_statement_words.isdisjoint(tokens):
+            return []  # the common case, skipped in one set operation
+        kept = []
+        for statement in self.kb.normal_index.find_all(tokens):
+            if any(m.start < statement.end and statement.start < m.end for m in mentions):
+                continue
+            # Window: back over at most MAX_NORMAL_PRE_QUALIFIER words, forward to the end of the
+            # clause; a stop word that ends either side is inside ("likely normal", "normal versus").
+            start = statement.start
+            while start > max(statement.start - MAX_NORMAL_PRE_QUALIFIER, 0):
+                start -= 1
+                if tokens[start] in POST_MODIFIER_STOPS:
+                    break
+            end = statement.end
+            while end < len(tokens) and tokens[end] not in POST_MODIFIER_STOPS:
+                end += 1
+            if not NORMAL_QUALIFIERS.intersection(tokens[start : end + 1]):
+                kept.append(statement)
+        return kept
 
     def _modifier_window(self, tokens: Sequence[str], mentions: Sequence[PhraseMatch], k: int) -> tuple[int, int]:
         """Token bounds ``[start, end)`` of the words that can modify mention ``k``."""
@@ -99,3 +147,11 @@ class RulesExtractor:
             if found:
                 return found[0].value
         return None
+
+
+def _drop_contradicted_normals(tagged: Sequence[tuple[Finding, bool]]) -> list[Finding]:
+    """The findings, less those read from a normal statement whose category is asserted (present
+    or uncertain) elsewhere in the same text: "heart size normal ... cardiomegaly" keeps the
+    cardiomegaly."""
+    asserted = {finding.category for finding, _ in tagged if finding.presence is not Presence.ABSENT}
+    return [finding for finding, normal in tagged if not (normal and finding.category in asserted)]

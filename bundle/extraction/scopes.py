@@ -13,7 +13,9 @@ Scopes:
   of more than ``MAX_LIST_GAP`` tokens between consecutive mentions (so "no pneumothorax,
   effusion, or focal airspace consolidation" negates all three);
 - a *post* trigger covers the mentions ending at most ``MAX_POST_GAP`` tokens before it with no
-  termination in between ("effusion has resolved", "pneumonia cannot be excluded");
+  termination in between ("effusion has resolved", "pneumonia cannot be excluded"); a normality
+  predicate ("is normal", "within normal limits") only within its clause, so "heart size is mildly
+  enlarged, pulmonary vascularity within normal limits" keeps the enlarged heart;
 - *both* triggers ("versus") make the mentions on either side uncertain;
 - a trigger inside a gapped mention ("heart is not enlarged") applies to that mention.
 Uncertainty wins over negation, negation over presence.
@@ -25,12 +27,13 @@ import enum
 from typing import Sequence
 
 from bundle.findings import Presence
-from bundle.knowledge.phrases import PhraseIndex, PhraseMatch
+from bundle.knowledge.phrases import CLAUSE_PUNCTUATION, PhraseIndex, PhraseMatch
 
 
 class Trigger(enum.Enum):
     NEGATION_PRE = "negation_pre"
     NEGATION_POST = "negation_post"
+    NORMAL_POST = "normal_post"
     UNCERTAIN_PRE = "uncertain_pre"
     UNCERTAIN_POST = "uncertain_post"
     UNCERTAIN_BOTH = "uncertain_both"
@@ -52,9 +55,12 @@ NEGATION_POST = (
     "not present", "not visualized", "not appreciated", "not demonstrated", "not evident", "not detected",
     "not noted", "no longer seen", "no longer present", "no longer visualized", "no longer evident",
     "has been removed", "have been removed", "removed", "ruled out", "is unlikely", "are unlikely", "unlikely",
-    "is not seen", "are not seen", "is not identified", "are not identified", "within normal limits",
-    "within limits of normal", "within the normal limits", "within normal range", "is normal", "are normal",
-    "appear normal", "appears normal",
+    "is not seen", "are not seen", "is not identified", "are not identified",
+)  # fmt: skip
+# Normality predicates: post negations that stay inside their clause (no comma crossing).
+NORMAL_POST = (
+    "within normal limits", "within limits of normal", "within the normal limits", "within normal range",
+    "is normal", "are normal", "appear normal", "appears normal",
 )  # fmt: skip
 UNCERTAIN_PRE = (
     "possible", "possibly", "probable", "probably", "likely", "most likely", "more likely", "less likely",
@@ -108,6 +114,7 @@ def _build_index() -> PhraseIndex[Trigger]:
         (NEGATION_PRE, Trigger.NEGATION_PRE),
         (UNCERTAIN_PRE, Trigger.UNCERTAIN_PRE),
         (NEGATION_POST, Trigger.NEGATION_POST),
+        (NORMAL_POST, Trigger.NORMAL_POST),
         (UNCERTAIN_POST, Trigger.UNCERTAIN_POST),
         (UNCERTAIN_BOTH, Trigger.UNCERTAIN_BOTH),
         (PSEUDO, Trigger.PSEUDO),
@@ -119,7 +126,7 @@ def _build_index() -> PhraseIndex[Trigger]:
 
 
 TRIGGER_INDEX: PhraseIndex[Trigger] = _build_index()
-_NEGATIONS = {Trigger.NEGATION_PRE, Trigger.NEGATION_POST}
+_NEGATIONS = {Trigger.NEGATION_PRE, Trigger.NEGATION_POST, Trigger.NORMAL_POST}
 _UNCERTAIN = {Trigger.UNCERTAIN_PRE, Trigger.UNCERTAIN_POST, Trigger.UNCERTAIN_BOTH}
 
 
@@ -151,8 +158,8 @@ def assert_mentions(tokens: Sequence[str], mentions: Sequence[PhraseMatch]) -> l
         kind = trigger.value
         if kind in (Trigger.NEGATION_PRE, Trigger.UNCERTAIN_PRE, Trigger.UNCERTAIN_BOTH):
             _apply_forward(trigger, mentions, trigger_starts, closers, hits)
-        if kind in (Trigger.NEGATION_POST, Trigger.UNCERTAIN_POST, Trigger.UNCERTAIN_BOTH):
-            _apply_backward(trigger, mentions, triggers, hits)
+        if kind in (Trigger.NEGATION_POST, Trigger.NORMAL_POST, Trigger.UNCERTAIN_POST, Trigger.UNCERTAIN_BOTH):
+            _apply_backward(trigger, mentions, triggers, hits, tokens)
     return [_presence(h) for h in hits]
 
 
@@ -189,7 +196,9 @@ def _apply_forward(
         covered_end = mention.end
 
 
-def _apply_backward(trigger: PhraseMatch, mentions: Sequence[PhraseMatch], triggers: Sequence[PhraseMatch], hits: list[set]) -> None:
+def _apply_backward(
+    trigger: PhraseMatch, mentions: Sequence[PhraseMatch], triggers: Sequence[PhraseMatch], hits: list[set], tokens: Sequence[str]
+) -> None:
     for k in range(len(mentions) - 1, -1, -1):
         mention = mentions[k]
         if mention.end > trigger.start:
@@ -197,6 +206,8 @@ def _apply_backward(trigger: PhraseMatch, mentions: Sequence[PhraseMatch], trigg
         if trigger.start - mention.end > MAX_POST_GAP:
             break
         if any(mention.end <= t.start < trigger.start for t in triggers if t.value is Trigger.TERMINATION):
+            break
+        if trigger.value is Trigger.NORMAL_POST and CLAUSE_PUNCTUATION.intersection(tokens[mention.end : trigger.start]):
             break
         hits[k].add(trigger.value)
         if trigger.value is Trigger.UNCERTAIN_BOTH:

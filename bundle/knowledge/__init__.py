@@ -1,6 +1,8 @@
-"""The shared controlled vocabulary: finding categories and location/severity lexicons."""
+"""The shared controlled vocabulary: finding categories (synonyms, descriptions, visual attributes),
+location/severity/attribute lexicons and statements of normality."""
 
 from bundle.knowledge.base import (
+    ATTRIBUTE_KEYS,
     CHEXPERT_LABELS,
     DEFAULT_KNOWLEDGE_BASE_PATH,
     Category,
@@ -10,6 +12,7 @@ from bundle.knowledge.base import (
 )
 
 __all__ = [
+    "ATTRIBUTE_KEYS",
     "CHEXPERT_LABELS",
     "DEFAULT_KNOWLEDGE_BASE_PATH",
     "Category",

@@ -2,11 +2,15 @@
 
 The YAML is checked against ``knowledge_base.schema.json`` (structure) and then for meaning:
 unique category ids, no synonym shared by two categories, no term shared by two locations or
-severities. Lookups normalise free text to the canonical vocabulary:
+severities, every attribute term in ``attribute_vocabulary``, zones and lateralities that are
+location terms, statements of normality that name known categories. Lookups normalise free text
+to the canonical vocabulary:
 
 >>> kb = default_knowledge_base()
 >>> kb.category_for("Pleural effusions"), kb.normalise_location("LT lower lobe"), kb.normalise_severity("large")
 ('pleural_effusion', 'left lower lobe', 'severe')
+>>> kb.attribute_terms("pleural_effusion")
+['opaque', 'large', 'meniscus', 'blunted costophrenic angle']
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ from typing import Any, Mapping, Sequence
 import jsonschema
 import yaml
 
-from bundle.knowledge.phrases import PhraseIndex, tokenize
+from bundle.knowledge.phrases import GAP_MARKER, PhraseIndex, plural_forms, tokenize
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parent
 DEFAULT_KNOWLEDGE_BASE_PATH = KNOWLEDGE_DIR / "knowledge_base.yaml"
 SCHEMA_PATH = KNOWLEDGE_DIR / "knowledge_base.schema.json"
 
 # CheXpert's 14 labels in the order of the CheXpert CSV.
+# The keys of ``attribute_vocabulary`` and of every category's ``attributes``.
+ATTRIBUTE_KEYS: tuple[str, ...] = ("density", "shape", "size", "zone", "laterality", "signs")
+# The attributes a finding's text shows, in this order; zone and laterality are where the
+# category may occur, the finding's own location comes from its report.
+TEXT_ATTRIBUTE_KEYS: tuple[str, ...] = ("density", "size", "shape", "signs")
+
 CHEXPERT_LABELS: tuple[str, ...] = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -48,7 +58,11 @@ class Category:
         synonyms: terms that name it in reports (misspellings and abbreviations included).
         chexpert: the CheXpert label it rolls up to, or None.
         lists: the reference lists it belongs to (``chexpert``, ``medklip``, ``iu16``...).
-        extra: any further fields (visual attributes, descriptions) kept verbatim.
+        description: one sentence on its chest radiograph appearance.
+        attributes: its visual attributes, ``{key: terms}`` for every key of ``ATTRIBUTE_KEYS``
+            (``density``, ``shape``, ``size``, ``zone``, ``laterality``, ``signs``), terms from the
+            knowledge base's ``attribute_vocabulary``; a list may be empty.
+        extra: any further fields kept verbatim.
     """
 
     id: str
@@ -56,6 +70,8 @@ class Category:
     synonyms: tuple[str, ...]
     chexpert: str | None
     lists: tuple[str, ...]
+    description: str
+    attributes: Mapping[str, tuple[str, ...]]
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -72,15 +88,20 @@ class KnowledgeBase:
         self.version: str = data["version"]
         self.categories: dict[str, Category] = {}
         for entry in data["categories"]:
-            known = {"id", "name", "synonyms", "chexpert", "lists"}
+            known = {"id", "name", "synonyms", "chexpert", "lists", "description", "attributes"}
             self.categories[entry["id"]] = Category(
                 id=entry["id"],
                 name=entry["name"],
                 synonyms=tuple(entry["synonyms"]),
                 chexpert=entry["chexpert"],
                 lists=tuple(entry["lists"]),
+                description=entry["description"],
+                attributes={key: tuple(entry["attributes"][key]) for key in ATTRIBUTE_KEYS},
                 extra={k: v for k, v in entry.items() if k not in known},
             )
+        self.attribute_vocabulary: dict[str, tuple[str, ...]] = {
+            key: tuple(data["attribute_vocabulary"][key]) for key in ATTRIBUTE_KEYS
+        }
         self.laterality: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in data["locations"]["laterality"].items()}
         self.regions: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in data["locations"]["regions"].items()}
         self.severities: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in data["severities"].items()}
@@ -100,6 +121,27 @@ class KnowledgeBase:
             category_terms.append((compound["term"], tuple(compound["categories"])))
         # Values are tuples of ids: a compound term names several categories.
         self.category_index: PhraseIndex[tuple[str, ...]] = build(category_terms, "categories", add_plurals=True)
+        normal_terms = []
+        for statement in data.get("normal_statements", []):
+            term, ids = statement["term"], tuple(statement["categories"])
+            unknown = [c for c in ids if c not in self.categories]
+            if unknown:
+                raise KnowledgeBaseError(
+                    f"{source}: normal statement {term!r} names unknown categories {unknown}; use category ids"
+                )
+            if GAP_MARKER not in term and term in self.category_index:
+                raise KnowledgeBaseError(
+                    f"{source}: normal statement {term!r} is also a category synonym; a term either names a "
+                    "finding or states normality, remove it from one of the two"
+                )
+            normal_terms.append((term, ids))
+        # Statements of normality ("heart size ... normal") and the categories they rule out.
+        self.normal_index: PhraseIndex[tuple[str, ...]] = build(normal_terms, "normal_statements", add_plurals=True)
+        # The last word of every statement (and its plurals): a sentence with none of them states no normality.
+        last_words = {tokenize(term.split(GAP_MARKER)[-1])[-1] for term, _ in normal_terms}
+        self.normal_statement_words: frozenset[str] = frozenset(
+            last_words.union(*(plural_forms(word) for word in last_words))
+        )
         self.laterality_index = build(_lexicon_terms(self.laterality), "locations.laterality", add_plurals=False)
         self.region_index = build(_lexicon_terms(self.regions), "locations.regions", add_plurals=True)
         self.severity_index = build(_lexicon_terms(self.severities), "severities", add_plurals=False)
@@ -123,6 +165,21 @@ class KnowledgeBase:
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise KnowledgeBaseError(f"knowledge base {path} is not valid UTF-8 YAML: {error}") from None
         return cls(data, str(path))
+
+    def attribute_terms(self, category_id: str) -> list[str]:
+        """The words a finding text shows for a category: its density, size, shape and sign terms, in that order.
+
+        Zone and laterality are left out: they say where the category may occur, while a
+        finding's own location comes from its report.
+
+        Raises:
+            KeyError: ``category_id`` is not a category of this knowledge base.
+        """
+        try:
+            attributes = self.categories[category_id].attributes
+        except KeyError:
+            raise KeyError(f"unknown category id {category_id!r}; known ids: {', '.join(self.categories)}") from None
+        return [term for key in TEXT_ATTRIBUTE_KEYS for term in attributes[key]]
 
     def severities_terms(self) -> list[str]:
         return [t for terms in self.severities.values() for t in terms]
@@ -186,7 +243,8 @@ def _schema() -> dict[str, Any]:
 
 
 def validate_knowledge_base(data: Any, source: str = "<dict>") -> None:
-    """Check ``data`` against the JSON schema and for duplicate category ids.
+    """Check ``data`` against the JSON schema, for duplicate category ids and for attribute terms
+    outside ``attribute_vocabulary``.
 
     Raises:
         KnowledgeBaseError: naming the offending entry (its path in the YAML) and the rule it breaks.
@@ -202,6 +260,30 @@ def validate_knowledge_base(data: Any, source: str = "<dict>") -> None:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise KnowledgeBaseError(f"{source}: category id(s) {duplicates} appear more than once; ids must be unique")
+    _check_attributes(data, source)
+
+
+def _check_attributes(data: Mapping[str, Any], source: str) -> None:
+    """Every attribute term is in ``attribute_vocabulary``; zones and lateralities are location terms."""
+    vocabulary = data["attribute_vocabulary"]
+    locations = {"zone": ("locations.regions", data["locations"]["regions"]),
+                 "laterality": ("locations.laterality", data["locations"]["laterality"])}  # fmt: skip
+    for key, (where, lexicon) in locations.items():
+        strays = [term for term in vocabulary[key] if term not in lexicon]
+        if strays:
+            raise KnowledgeBaseError(
+                f"{source}: attribute_vocabulary.{key} terms {strays} are not {where} keys; "
+                f"use normalised location terms ({', '.join(lexicon)})"
+            )
+    for entry in data["categories"]:
+        for key in ATTRIBUTE_KEYS:
+            for term in entry["attributes"][key]:
+                if term not in vocabulary[key]:
+                    raise KnowledgeBaseError(
+                        f"{source}: category '{entry['id']}' attribute '{key}' uses {term!r}, which is not in "
+                        f"attribute_vocabulary.{key} ({', '.join(vocabulary[key])}); use one of those terms "
+                        f"or add it to attribute_vocabulary.{key}"
+                    )
 
 
 @functools.lru_cache(maxsize=4)
