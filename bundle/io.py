@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_open(
@@ -35,6 +38,8 @@ def atomic_open(
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
+        # mkstemp creates 0600; give the file the permissions an ordinary open() would
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -68,6 +68,7 @@ def time_bare_loop(workflow: ConfigWorkflow, batches: list | None = None) -> flo
     optimizer = torch.optim.AdamW(network.parameters(), lr=parser["learning_rate"], weight_decay=parser["weight_decay"])
     loss_function = parser.get_parsed_content("loss", lazy=False)
     device, epochs = parser.get_parsed_content("device"), parser["max_epochs"]
+    prepare_batch = parser.get_parsed_content("train#prepare_batch")
     loader = batches if batches is not None else parser.get_parsed_content("train#dataloader")
     network.train()
     images, start = 0, 0.0
@@ -75,8 +76,8 @@ def time_bare_loop(workflow: ConfigWorkflow, batches: list | None = None) -> flo
         if epoch == 1:
             start, images = time.perf_counter(), 0
         for batch in loader:
-            image, text = batch["image"].to(device), batch["text"].to(device)
-            loss = loss_function(network(image, text))
+            image, target, args, kwargs = prepare_batch(batch, device)
+            loss = loss_function(network(image, *args, **kwargs), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

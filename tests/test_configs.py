@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,13 +23,36 @@ def test_real_run_configs_build_named_open_clip_models_offline(override, name, m
     parser = parse("configs/train.json", override)
     network = parser.get_parsed_content("network_def")
     assert sum(p.numel() for p in network.parameters()) > min_params
-    assert parser.get("network_def#clip#model_name") == name
+    assert parser.get("clip_def#model_name") == name
+    # the ITM head's declared token widths fit the named towers
+    size, length = parser["image_size"], parser["context_length"]
+    text = torch.zeros(1, 1, length, dtype=torch.long)
+    text[0, 0, :3] = torch.tensor([49406, 320, 49407])
+    with torch.no_grad():
+        out = network(torch.rand(1, 1, size, size), text)
+        logits = network.match_logits(out["image_tokens"], out["text_tokens"], out["text_token_mask"])
+    assert out["image_tokens"].shape[-1] == parser["image_token_dim"] and logits.shape == (1,)
+
+
+VARIANTS = ("clip_baseline", "no_iki", "no_field_masking", "no_ssm", "no_itm")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_a_small_override_that_builds(variant):
+    override = json.loads((REPO / f"configs/{variant}.json").read_text())
+    assert override["variant"] == variant and len(override) <= 12
+    parser = parse("configs/train.json", f"configs/{variant}.json")
+    parser.update({"datalist": {"categories": ["pleural_effusion", "mass"], "unseen_categories": ["mass"]}})
+    assert parser.get_parsed_content("network_def") is not None and parser.get_parsed_content("loss") is not None
+    assert parser.get_parsed_content("validate#inferer").num_categories == 1
 
 
 def test_hyper_parameters_are_top_level_keys():
     config = json.loads((REPO / "configs/train.json").read_text())
     for key in ("image_size", "batch_size", "learning_rate", "max_epochs", "embed_dim", "context_length",
-                "pretrained_weights", "val_interval", "seed", "resume", "track_mlflow", "tracking_uri"):
+                "pretrained_weights", "val_interval", "seed", "resume", "track_mlflow", "tracking_uri", "iki",
+                "finding_templates", "field_drop_probabilities", "max_texts_per_image", "contrastive_weight",
+                "itm_weight", "min_temperature", "max_temperature", "unmentioned_findings", "zero_shot_scoring"):
         assert key in config, key
     assert {"imports", "bundle_root", "device", "network_def", "network", "train", "validate", "initialize", "run",
             "training"} <= set(config)

@@ -156,3 +156,15 @@ def test_cli_missing_column_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "--text-columns" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from bundle.io import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

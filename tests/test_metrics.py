@@ -25,6 +25,9 @@ def test_max_f1_threshold_separates_classes():
     threshold = max_f1_thresholds(scores, labels)[0]
     assert 0.3 < threshold <= 0.6
     assert max_f1_thresholds(scores, np.zeros_like(labels))[0] == 0.5
+    # a held-out column without validation positives borrows the mean of the others' thresholds
+    two = max_f1_thresholds(np.hstack([scores, scores]), np.hstack([labels, np.zeros_like(labels)]))
+    assert two[1] == two[0] == threshold
 
 
 def test_single_class_column_gives_nan_auc_and_is_left_out_of_macro():

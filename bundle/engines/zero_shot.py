@@ -1,8 +1,12 @@
 """Zero-shot classification: score each image against a positive and a negative prompt per category.
 
-A category's score is ``softmax(scale * [cos(image, "<name>"), cos(image, "no <name>")])[0]``,
+Scoring ``"contrast"`` (default) gives ``softmax(scale * [cos(image, positive), cos(image, negative)])[0]``,
 the CheXzero form: it compares the two readings a report could give instead of thresholding a
-raw cosine, so scores are probabilities comparable across categories.
+raw cosine, so scores are probabilities comparable across categories. Scoring ``"positive"``
+gives ``cos(image, positive)`` alone: for a category never seen in training the negative
+prompt ("no <unseen name>") is an untrained word and adds noise, while the positive prompt's
+attribute words (IKI) carry the meaning. AUC depends only on the order within a category, so
+both serve it; only ``contrast`` is a probability.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import torch
 from monai.inferers import Inferer
 from torch import nn
 
+from bundle.knowledge.iki import FindingTextComposer
+
 POSITIVE_TEMPLATE = "{}"
 NEGATIVE_TEMPLATE = "no {}"
+SCORINGS = ("contrast", "positive")
 
 
 def category_display_name(category: str) -> str:
@@ -28,17 +35,38 @@ class ZeroShotInferer(Inferer):
     Args:
         prompts: one ``(positive, negative)`` text pair per category, in output-channel order.
         tokenizer: called on a list of strings, returns ``[N, L]`` token ids.
+        scoring: ``"contrast"`` or ``"positive"`` (see the module docstring).
 
     ``__call__(image, network)`` takes ``image`` ``[B, 1, H, W]`` and a network with
     ``encode_image``/``encode_text`` (see ``ChestXRayCLIP``) and returns probabilities ``[B, C]``.
     """
 
-    def __init__(self, prompts: Sequence[tuple[str, str]], tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        prompts: Sequence[tuple[str, str]],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        scoring: str = "contrast",
+    ) -> None:
         super().__init__()
         if not prompts:
             raise ValueError("ZeroShotInferer needs at least one (positive, negative) prompt pair")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        self.prompts = [tuple(pair) for pair in prompts]
         self.tokens = tokenizer([text for pair in prompts for text in pair])
         self.num_categories = len(prompts)
+        self.scoring = scoring
+
+    @classmethod
+    def from_composer(
+        cls,
+        categories: Sequence[str],
+        composer: FindingTextComposer,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        scoring: str = "contrast",
+    ) -> "ZeroShotInferer":
+        """Prompts composed by IKI exactly as training texts are (``FindingTextComposer.prompts``)."""
+        return cls([composer.prompts(c) for c in categories], tokenizer, scoring)
 
     @classmethod
     def for_categories(
@@ -60,8 +88,10 @@ class ZeroShotInferer(Inferer):
         model = getattr(network, "module", network)  # unwrap DistributedDataParallel
         image_features = model.encode_image(inputs)
         text_features = model.encode_text(self.tokens.to(inputs.device)).view(self.num_categories, 2, -1)
-        logits = torch.einsum("bd,cpd->bcp", image_features, text_features) * model.clip.logit_scale.exp()
-        return logits.softmax(dim=-1)[..., 0]
+        cosines = torch.einsum("bd,cpd->bcp", image_features, text_features)
+        if self.scoring == "positive":
+            return cosines[..., 0]
+        return (cosines * model.clip.logit_scale.exp()).softmax(dim=-1)[..., 0]
 
 
 def stack_outputs(outputs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,20 @@
-"""Metrics: classification metrics with validation-chosen thresholds, and evaluation reports."""
+"""Metrics: classification metrics with validation-chosen thresholds, retrieval recall, and evaluation reports."""
 
 from .auc import ScorableMacroROCAUCMetric
 from .classification import classification_metrics, max_f1_thresholds, plot_roc_curves
-from .zero_shot_report import zero_shot_report
+from .retrieval import chance_recall_at_k, mean_text_embedding, recall_at_k, relevance_from_labels, rerank_top_k
+from .zero_shot_report import retrieval_report, zero_shot_report
 
 __all__ = [
     "ScorableMacroROCAUCMetric",
+    "chance_recall_at_k",
     "classification_metrics",
     "max_f1_thresholds",
+    "mean_text_embedding",
     "plot_roc_curves",
+    "recall_at_k",
+    "relevance_from_labels",
+    "rerank_top_k",
+    "retrieval_report",
     "zero_shot_report",
 ]

@@ -26,16 +26,22 @@ def _check_scores(scores: np.ndarray, labels: np.ndarray, names: Sequence[str] |
 
 
 def max_f1_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per column, the score threshold that maximises F1 (``[C]``); 0.5 where a column has no positive."""
+    """Per column, the score threshold that maximises F1 (``[C]``).
+
+    A column without positives (a held-out category on the validation split) gets the mean of the
+    other columns' thresholds: scores of one model share a scale (a probability or a cosine), so
+    that is the best guess the validation data allow; 0.5 if no column has positives.
+    """
     _check_scores(scores, labels)
-    thresholds = np.full(scores.shape[1], 0.5)
+    thresholds = np.full(scores.shape[1], np.nan)
     for c in range(scores.shape[1]):
         if labels[:, c].sum() == 0:
             continue
         precision, recall, cut = precision_recall_curve(labels[:, c], scores[:, c])
         f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
         thresholds[c] = cut[int(np.argmax(f1))]
-    return thresholds
+    chosen = thresholds[~np.isnan(thresholds)]
+    return np.where(np.isnan(thresholds), chosen.mean() if chosen.size else 0.5, thresholds)
 
 
 def classification_metrics(

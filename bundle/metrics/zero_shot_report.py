@@ -1,14 +1,28 @@
-"""The zero-shot evaluation report: thresholds from validation, metrics on test, JSON + ROC plot + table."""
+"""The evaluation report: zero-shot classification (thresholds from validation, metrics on test) and
+image-text retrieval on test, written to one JSON with a ROC plot and printed as tables."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks import eval_mode
+from torch import nn
 
 from ..engines.zero_shot import stack_outputs
 from ..io import write_json_atomic
 from .classification import classification_metrics, max_f1_thresholds, plot_roc_curves
+from .retrieval import (
+    RELEVANCE_RULE,
+    chance_recall_at_k,
+    mean_text_embedding,
+    recall_at_k,
+    relevance_from_labels,
+    rerank_top_k,
+)
 
 METRIC_COLUMNS = ("auc", "f1", "accuracy", "sensitivity", "specificity")
 
@@ -25,12 +39,133 @@ def format_table(results: dict[str, dict[str, float]], title: str) -> str:
     return "\n".join(lines)
 
 
+def format_retrieval_table(retrieval: Mapping[str, Any]) -> str:
+    """A Markdown table of the Recall@K blocks of :func:`retrieval_report` (chance level last)."""
+    rows = {"image to text": retrieval["image_to_text"], "text to image": retrieval["text_to_image"]}
+    if "itm_reranked" in retrieval:
+        reranked = retrieval["itm_reranked"]
+        rows[f"image to text, ITM re-ranked top {reranked['top_k']}"] = reranked["image_to_text"]
+    rows["chance, image to text"] = retrieval["chance"]["image_to_text"]
+    keys = list(retrieval["image_to_text"])
+    lines = [f"### Retrieval ({retrieval['split']} split, {retrieval['n_studies']} studies)", "",
+             "| direction | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+def _pad_cat(tensors: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """Concatenate along dim 0 after zero-padding dimension ``dim`` to the longest (ITM text lengths differ per batch)."""
+    length = max(t.shape[dim] for t in tensors)
+    padded = [F.pad(t, [0, 0] * (t.ndim - 1 - dim) + [0, length - t.shape[dim]]) for t in tensors]
+    return torch.cat(padded)
+
+
+def itm_pair_scorer(
+    network: nn.Module,
+    image_tokens: torch.Tensor,
+    text_tokens: torch.Tensor,
+    text_token_mask: torch.Tensor,
+    batch_size: int = 256,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``score(image_index [P], study_index [P]) -> [P]``: the mean ITM logit of each image with a study's texts.
+
+    Args:
+        network: a ``MedFILIP`` with an ITM head (``match_logits``).
+        image_tokens: ``[N, I, C]`` image tokens of the N images.
+        text_tokens: ``[N, T, L, W]`` token states of the T text slots of the N studies.
+        text_token_mask: ``[N, T, L]`` True on real tokens; an all-False slot is empty and skipped.
+        batch_size: (image, text) pairs fused per call of the head.
+    """
+    device = next(network.parameters()).device
+
+    def score(image_index: torch.Tensor, study_index: torch.Tensor) -> torch.Tensor:
+        image_index, study_index = image_index.cpu(), study_index.cpu()
+        mask = text_token_mask[study_index]
+        pair, slot = mask.any(dim=-1).nonzero(as_tuple=True)
+        logits = []
+        with eval_mode(network):
+            for start in range(0, len(pair), batch_size):
+                p, t = pair[start:start + batch_size], slot[start:start + batch_size]
+                logits.append(network.match_logits(
+                    image_tokens[image_index[p]].to(device).float(),
+                    text_tokens[study_index[p], t].to(device).float(),
+                    mask[p, t].to(device),
+                ).float().cpu())
+        sums = torch.zeros(len(study_index)).index_add_(0, pair, torch.cat(logits))
+        counts = torch.zeros(len(study_index)).index_add_(0, pair, torch.ones(len(pair)))
+        return sums / counts.clamp(min=1.0)
+
+    return score
+
+
+def retrieval_report(
+    outputs: Sequence[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
+    network: nn.Module,
+    ks: Sequence[int] = (1, 5, 10),
+    itm_top_k: int = 10,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Image-to-text and text-to-image Recall@K, and with an ITM head image-to-text re-ranked by ITM.
+
+    Args:
+        outputs: what ``EpochOutputStore`` collected from a SupervisedEvaluator run with
+            ``decollate=False``: per iteration ``(pred, label)``, ``pred`` the network's output
+            dict for B studies (``image_features`` ``[B, D]``, ``text_features`` ``[B*T, D]``
+            with T text slots per study, zero rows empty; with an ITM head also ``image_tokens``
+            ``[B, I, C]``, ``text_tokens`` ``[B*T, L', W]``, ``text_token_mask`` ``[B*T, L']``),
+            ``label`` the ``[B, K]`` multi-hot positive categories that decide relevance.
+        network: the evaluated network; ITM re-ranking runs when ``network.itm_head`` is not None.
+        ks: the Recall@K cut-offs.
+        itm_top_k: how many texts per image the ITM head re-ranks.
+        split: the split's name, for the report.
+
+    A study's text embedding is the normalised mean of its filled text slots (one slot for a
+    report, several for finding texts). The ``itm_reranked`` block is absent without an ITM head.
+    """
+    if not outputs:
+        raise ValueError("no retrieval outputs were collected: the evaluated split is empty")
+    preds = [pred for pred, _ in outputs]
+    batch, dim = preds[0]["image_features"].shape
+    slots = preds[0]["text_features"].shape[0] // batch  # T text slots per study, the same in every batch
+    labels = torch.cat([torch.as_tensor(label) for _, label in outputs])
+    images = torch.cat([pred["image_features"].float() for pred in preds])
+    texts = mean_text_embedding(torch.cat([pred["text_features"].float().view(-1, slots, dim) for pred in preds]))
+    similarity = images @ texts.T
+    relevance = relevance_from_labels(labels, labels)
+    report: dict[str, Any] = {
+        "split": split,
+        "n_studies": len(labels),
+        "relevance": RELEVANCE_RULE,
+        "text_slots_per_study": int(slots),
+        "image_to_text": _recall_keys(recall_at_k(similarity, relevance, ks)),
+        "text_to_image": _recall_keys(recall_at_k(similarity.T, relevance.T, ks)),
+        "chance": {"image_to_text": _recall_keys(chance_recall_at_k(relevance, ks)),
+                   "text_to_image": _recall_keys(chance_recall_at_k(relevance.T, ks))},
+    }
+    model = getattr(network, "module", network)  # unwrap DistributedDataParallel
+    if getattr(model, "itm_head", None) is None:
+        return report
+    if "image_tokens" not in preds[0]:
+        raise ValueError("the network has an ITM head but the retrieval outputs carry no image_tokens/text_tokens")
+    text_tokens = _pad_cat([p["text_tokens"].view(-1, slots, *p["text_tokens"].shape[1:]) for p in preds], dim=2)
+    text_mask = _pad_cat([p["text_token_mask"].view(-1, slots, p["text_token_mask"].shape[-1]) for p in preds], dim=2)
+    image_tokens = torch.cat([p["image_tokens"] for p in preds])
+    reranked = rerank_top_k(similarity, itm_top_k, itm_pair_scorer(model, image_tokens, text_tokens, text_mask))
+    report["itm_reranked"] = {"top_k": int(itm_top_k), "image_to_text": _recall_keys(recall_at_k(reranked, relevance, ks))}
+    return report
+
+
+def _recall_keys(recalls: Mapping[int, float]) -> dict[str, float]:
+    return {f"recall@{k}": value for k, value in recalls.items()}
+
+
 def zero_shot_report(
     validation_outputs: Sequence[Any],
     test_outputs: Sequence[Any],
     categories: Sequence[str],
     unseen_categories: Sequence[str],
     output_dir: str | Path,
+    retrieval: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the test split with per-category thresholds chosen on the validation split.
 
@@ -40,9 +175,10 @@ def zero_shot_report(
         categories: the scored category ids.
         unseen_categories: the ones held out of training; reported in their own group.
         output_dir: where ``zero_shot_metrics.json`` and ``zero_shot_roc.png`` go.
+        retrieval: a :func:`retrieval_report`, stored under ``"retrieval"`` in the same JSON.
 
-    Categories with no validation positive (the unseen ones, by construction) keep the neutral
-    threshold 0.5, where the positive and negative prompts are equally likely.
+    Categories with no validation positive (the unseen ones, by construction) get the mean of the
+    other categories' validation thresholds (``max_f1_thresholds``).
     """
     val_scores, val_labels = stack_outputs(validation_outputs)
     test_scores, test_labels = stack_outputs(test_outputs)
@@ -59,6 +195,9 @@ def zero_shot_report(
         )
         report[group] = results
         tables.append(format_table(results, f"Zero-shot classification, {group} categories (test split)"))
+    if retrieval is not None:
+        report["retrieval"] = dict(retrieval)
+        tables.append(format_retrieval_table(retrieval))
     output_dir = Path(output_dir)
     write_json_atomic(output_dir / "zero_shot_metrics.json", report)
     plot_roc_curves(test_scores, test_labels, list(categories), output_dir / "zero_shot_roc.png",

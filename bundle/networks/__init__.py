@@ -1,5 +1,6 @@
-"""Networks: the open_clip dual encoder (and, in later stages, IKI, ITM and decoder heads)."""
+"""Networks: the open_clip dual encoder and MedFILIP's multi-text encoder with its ITM head."""
 
 from .clip import ChestXRayCLIP, build_open_clip
+from .medfilip import ImageTextMatchingHead, MedFILIP
 
-__all__ = ["ChestXRayCLIP", "build_open_clip"]
+__all__ = ["ChestXRayCLIP", "ImageTextMatchingHead", "MedFILIP", "build_open_clip"]

@@ -1,8 +1,9 @@
 """MONAI transforms for chest radiographs, report text and findings."""
 
-from .findings import FindingsToLabelsd
+from .embedding import EmbedTextsd
+from .findings import ComposeFindingTextsd, EncodeFindingsd, FindingsToLabelsd
 from .image import ChestXRayReadError, LoadChestXRay, LoadChestXRayd
 from .text import ReportSectionsd, TokenizeTextd
 
-__all__ = ["ChestXRayReadError", "FindingsToLabelsd", "LoadChestXRay", "LoadChestXRayd", "ReportSectionsd",
-           "TokenizeTextd"]
+__all__ = ["ChestXRayReadError", "ComposeFindingTextsd", "EmbedTextsd", "EncodeFindingsd", "FindingsToLabelsd",
+           "LoadChestXRay", "LoadChestXRayd", "ReportSectionsd", "TokenizeTextd"]

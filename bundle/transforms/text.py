@@ -23,10 +23,14 @@ def paired_output_keys(keys: tuple, output_keys: KeysCollection | None) -> tuple
 class TokenizeTextd(MapTransform):
     """Tokenise free text (a report, a sentence) into a fixed-length id tensor.
 
+    A key may also hold a list of strings (the finding texts of an image): they become
+    ``[pad_to, L]`` ids, the rows after the texts all zero (padding), so that items stack.
+
     Args:
-        keys: keys holding the text strings.
+        keys: keys holding the text strings (or lists of strings).
         tokenizer: called on a list of strings, returns ``[N, L]`` token ids (open_clip tokenizers do).
-        output_keys: where to write the ``[L]`` ids (default: overwrite the text key).
+        output_keys: where to write the ``[L]`` (or ``[pad_to, L]``) ids (default: overwrite the text key).
+        pad_to: rows of the output for a list of strings (default: as many as strings).
     """
 
     def __init__(
@@ -34,22 +38,32 @@ class TokenizeTextd(MapTransform):
         keys: KeysCollection,
         tokenizer: Callable[[list[str]], torch.Tensor],
         output_keys: KeysCollection | None = None,
+        pad_to: int | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.tokenizer = tokenizer
         self.output_keys = paired_output_keys(self.keys, output_keys)
+        self.pad_to = pad_to
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key, output_key in self.key_iterator(d, self.output_keys):
             text = d[key]
-            if not isinstance(text, str) or not text.strip():
+            texts = text if isinstance(text, (list, tuple)) else [text]
+            if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
                 raise ValueError(
                     f"empty or missing text under '{key}' for {describe_item(d)}: every training item needs "
                     "a non-empty report; drop the item from the datalist or fill in its report."
                 )
-            d[output_key] = self.tokenizer([text])[0]
+            tokens = self.tokenizer(list(texts))
+            if not isinstance(text, (list, tuple)):
+                d[output_key] = tokens[0]
+                continue
+            rows = self.pad_to or len(texts)
+            if len(texts) > rows:
+                raise ValueError(f"{describe_item(d)} has {len(texts)} texts under '{key}' for pad_to={rows} rows")
+            d[output_key] = torch.cat([tokens, tokens.new_zeros(rows - len(texts), tokens.shape[1])])
         return d
 
 

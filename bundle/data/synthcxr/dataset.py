@@ -234,6 +234,8 @@ def write_dataset(
         "image_size": size,
         "categories": list(CATEGORY_RECIPES),
         "unseen_categories": list(unseen),
+        # ground truth lists every drawn finding: a category an item does not mention is absent
+        "unmentioned_findings": "absent",
     }
     for split in SPLITS:
         datalist[split] = [item for item_split, item in results if item_split == split]

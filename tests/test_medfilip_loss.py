@@ -1,0 +1,147 @@
+"""MedFILIP losses: the soft contrastive loss against a direct computation, temperature, ITM mining, the network."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bundle.findings import Finding
+from bundle.knowledge import default_knowledge_base
+from bundle.knowledge.iki import FindingTextComposer
+from bundle.losses import FindingsVocabulary, MedFILIPLoss, SemanticSimilarityMatrix, SoftTargetContrastiveLoss
+from bundle.losses import mine_itm_pairs
+from bundle.networks import ImageTextMatchingHead, MedFILIP, build_open_clip
+
+
+def direct_soft_infonce(similarity, scale, targets, weights):
+    """Loop-by-loop reference: rows then columns, softmax over included pairs, rows without targets skipped."""
+    def one_direction(sim, tgt, wgt):
+        losses = []
+        for row in range(sim.shape[0]):
+            included = [j for j in range(sim.shape[1]) if wgt[row, j] > 0]
+            mass = sum(float(tgt[row, j] * wgt[row, j]) for j in included)
+            if mass == 0:
+                continue
+            norm = math.log(sum(math.exp(scale * float(sim[row, j])) for j in included))
+            losses.append(-sum(float(tgt[row, j] * wgt[row, j]) / mass * (scale * float(sim[row, j]) - norm)
+                               for j in included))
+        return sum(losses) / len(losses)
+    return 0.5 * (one_direction(similarity, targets, weights) + one_direction(similarity.t(), targets.t(), weights.t()))
+
+
+def test_soft_infonce_matches_a_direct_computation():
+    generator = torch.Generator().manual_seed(0)
+    similarity = torch.rand(3, 5, generator=generator) * 2 - 1
+    targets = torch.tensor([[1.0, 0.5, 0, 0, 0], [0, 0, 1, 0, 0.25], [0, 0, 0, 0, 0]])
+    weights = torch.tensor([[1.0, 1, 1, 0, 1], [1, 1, 1, 1, 1], [1, 0, 1, 1, 1]])
+    loss = SoftTargetContrastiveLoss()(similarity, torch.tensor(10.0), targets, weights)
+    assert loss.item() == pytest.approx(direct_soft_infonce(similarity, 10.0, targets, weights), rel=1e-5)
+
+
+def test_one_hot_targets_reduce_to_clip_infonce():
+    generator = torch.Generator().manual_seed(1)
+    similarity = torch.rand(4, 4, generator=generator)
+    loss = SoftTargetContrastiveLoss()(similarity, torch.tensor(5.0), torch.eye(4), torch.ones(4, 4))
+    labels = torch.arange(4)
+    clip = 0.5 * (F.cross_entropy(5 * similarity, labels) + F.cross_entropy(5 * similarity.t(), labels))
+    assert loss.item() == pytest.approx(clip.item(), rel=1e-5)
+
+
+def test_mse_bce_form_is_the_papers():
+    similarity, targets = torch.tensor([[0.5, -0.2]]), torch.tensor([[1.0, 0.0]])
+    loss = SoftTargetContrastiveLoss(form="mse_bce")(similarity, torch.tensor(2.0), targets, torch.ones(1, 2))
+    logits = 2.0 * similarity
+    expected = F.mse_loss(logits, targets) + F.binary_cross_entropy_with_logits(logits, targets)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_gradients_flow_and_the_temperature_is_clamped():
+    features = torch.randn(2, 8, requires_grad=True)
+    texts = torch.randn(4, 8, requires_grad=True)
+    loss_fn = SoftTargetContrastiveLoss(min_temperature=0.05, max_temperature=0.5)
+    inside = torch.tensor(10.0, requires_grad=True)
+    loss = loss_fn(F.normalize(features) @ F.normalize(texts).t(), inside, torch.eye(2, 4), torch.ones(2, 4))
+    loss.backward()
+    assert features.grad.abs().sum() > 0 and texts.grad.abs().sum() > 0 and inside.grad.abs() > 0
+    for outside, clamped in ((torch.tensor(1000.0, requires_grad=True), 20.0), (torch.tensor(0.1, requires_grad=True), 2.0)):
+        similarity = torch.rand(2, 4)
+        value = loss_fn(similarity, outside, torch.eye(2, 4), torch.ones(2, 4))
+        value.backward()
+        assert outside.grad.item() == 0.0
+        assert value.item() == pytest.approx(loss_fn(similarity, torch.tensor(clamped), torch.eye(2, 4), torch.ones(2, 4)).item())
+    with pytest.raises(ValueError, match="temperature"):
+        SoftTargetContrastiveLoss(min_temperature=0.5, max_temperature=0.1)
+
+
+def test_hard_negatives_are_similar_pairs_with_low_targets():
+    # 2 texts per image; image 0 owns texts 0-1, image 1 texts 2-3, image 2 texts 4-5
+    targets = torch.tensor([[1.0, 1, 0.9, 0, 0, 0], [0.9, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]])
+    weights = torch.ones(3, 6)
+    weights[:, 5] = 0  # an empty slot
+    similarity = torch.tensor([[0.9, 0.8, 0.95, 0.1, 0.7, 0.0], [0.9, 0.85, 0.9, 0.9, 0.2, 0.0], [0.1, 0.2, 0.3, 0.4, 0.9, 0.0]])
+    images, texts = mine_itm_pairs(similarity, targets, weights, texts_per_image=2, negative_threshold=0.2, temperature=1e-4)
+    pairs = list(zip(images.tolist(), texts.tolist()))
+    positives = [(0, 0), (0, 1), (1, 2), (1, 3), (2, 4)]
+    assert pairs[:5] == positives
+    negatives = pairs[5:]
+    assert all(targets[i, j] < 0.2 and weights[i, j] > 0 for i, j in negatives)
+    # the hardest negative image of text 1 is image 1 (similarity 0.85 with target 0)
+    assert (1, 1) in negatives and (0, 4) in negatives  # text 4's most similar wrong image is image 0 (0.7)
+    limited, _ = mine_itm_pairs(similarity, targets, weights, 2, 0.2, max_positives=2, temperature=1e-4)
+    assert len(limited) <= 6
+
+
+def tiny_medfilip(itm: bool = True) -> MedFILIP:
+    clip = build_open_clip(
+        embed_dim=16,
+        vision_cfg={"image_size": 32, "timm_model_name": "resnet10t", "timm_model_pretrained": False,
+                    "timm_pool": "avg", "timm_proj": "linear"},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    )
+    head = ImageTextMatchingHead(image_dim=512, text_dim=32, width=16, heads=2) if itm else None
+    return MedFILIP(clip, head, image_token_layer="trunk.layer4")
+
+
+def test_medfilip_network_and_loss_end_to_end_gradients():
+    torch.manual_seed(0)
+    kb = default_knowledge_base()
+    vocabulary = FindingsVocabulary(kb)
+    composer = FindingTextComposer(kb)
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokenizer = SimpleTokenizer(context_length=16)
+    images_findings = [[Finding("pleural_effusion", "left base", "mild")], [Finding("nodule", "right upper zone")],
+                       [Finding("pneumothorax", presence="absent")]]  # fmt: skip
+    texts = [[composer.compose(f) for f in findings] or [composer.compose(None)] for findings in images_findings]
+    texts[2] = [composer.compose(None), composer.compose(images_findings[2][0])]
+    tokens = torch.stack([torch.cat([tokenizer([t.text for t in row]), torch.zeros(2 - len(row), 16, dtype=torch.long)])
+                          for row in texts])  # fmt: skip
+    codes = [vocabulary.encode_texts(row, 2) for row in texts]
+    target = {
+        "findings_code": torch.stack([vocabulary.encode_findings(f, 3) for f in images_findings]),
+        "text_code": torch.stack([c for c, _ in codes]),
+        "text_attributes": torch.stack([a for _, a in codes]),
+    }
+    network = tiny_medfilip()
+    pred = network(torch.rand(3, 1, 32, 32), tokens)
+    assert pred["text_features"].shape == (6, 16)
+    assert pred["text_features"][1].abs().sum() == 0  # the empty slot of image 0
+    assert pred["image_tokens"].shape[:2] == (3, 1) and pred["text_tokens"].shape[0] == 6
+    loss_fn = MedFILIPLoss(SemanticSimilarityMatrix(vocabulary, unmentioned="absent"), SoftTargetContrastiveLoss(),
+                           network.itm_head)  # fmt: skip
+    loss = loss_fn(pred, target)
+    loss.backward()
+    assert set(loss_fn.last_terms) == {"contrastive", "itm"}
+    assert network.itm_head.classifier.weight.grad.abs().sum() > 0
+    assert network.clip.logit_scale.grad is not None
+    no_itm = MedFILIPLoss(SemanticSimilarityMatrix(vocabulary), SoftTargetContrastiveLoss(), None)
+    assert set((no_itm(tiny_medfilip(itm=False)(torch.rand(3, 1, 32, 32), tokens), target), no_itm.last_terms)[1]) == {"contrastive"}
+
+
+def test_network_refuses_bad_shapes_and_layers():
+    network = tiny_medfilip()
+    with pytest.raises(ValueError, match=r"\[B, T, L\]"):
+        network(torch.rand(2, 1, 32, 32), torch.ones(2, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="image_token_layer"):
+        MedFILIP(network.clip, network.itm_head, image_token_layer="no.such.layer")
