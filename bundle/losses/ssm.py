@@ -188,8 +188,8 @@ class SemanticSimilarityMatrix:
             raise ValueError(f"findings must be [B, F, {len(FINDING_COLUMNS)}] codes, got {tuple(findings.shape)}")
         if texts.shape[-1] != len(TEXT_COLUMNS) or text_attributes.shape[0] != texts.shape[0]:
             raise ValueError(f"texts must be [N, {len(TEXT_COLUMNS)}] codes with one attribute row each")
-        f_cat, f_lat, f_reg, f_sev, f_presence = (findings[..., k, None] for k in range(5))  # [B, F, 1]
-        t_kind, t_cat, t_name, t_lat, t_reg, t_sev = (texts[:, k] for k in range(6))  # [N]
+        f_cat, f_presence = findings[..., 0, None], findings[..., 4, None]  # [B, F, 1]
+        t_kind, t_cat = texts[:, 0], texts[:, 1]  # [N]
 
         seen = (f_presence == TextKind.PRESENT) | (f_presence == TextKind.UNCERTAIN)  # [B, F, 1]
         same_category = f_cat == t_cat  # [B, F, N]
@@ -242,8 +242,8 @@ class SemanticSimilarityMatrix:
         seen: torch.Tensor,
         same_category: torch.Tensor,
     ) -> torch.Tensor:
-        f_cat, f_lat, f_reg, f_sev, f_presence = (findings[..., k, None] for k in range(5))
-        t_kind, t_cat, t_name, t_lat, t_reg, t_sev = (texts[:, k] for k in range(6))
+        f_cat, f_lat, f_reg, f_sev, f_presence = (findings[..., k, None] for k in range(5))  # [B, F, 1]
+        t_kind, _, t_name, t_lat, t_reg, t_sev = (texts[:, k] for k in range(6))  # [N]
         # what the text is about: its category when named, else the share of its attribute words the finding has
         table = self.vocabulary.category_attributes.to(text_attributes.device)
         finding_attributes = table[f_cat.squeeze(-1).clamp(min=0)]  # [B, F, V]
