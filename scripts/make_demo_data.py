@@ -1,12 +1,17 @@
 """Generate SynthCXR, the embedded synthetic chest X-ray data set (images, reports, findings, masks).
 
     python scripts/make_demo_data.py --out data/synthcxr --n 2000 --size 224 --seed 0 \
-        [--unseen mass,bulla] [--val-fraction 0.1 --test-fraction 0.2] [--normal-fraction 0.25] [--workers 2]
+        [--unseen mass,bulla] [--val-fraction 0.1 --test-fraction 0.2] [--normal-fraction 0.25] [--workers 2] \
+        [--overwrite]
 
-Writes ``images/``, ``reports/``, ``masks/lung/``, ``masks/lesion/``, ``findings/`` and
-``datalist.json`` under ``--out`` (see docs/data.md). The same arguments give byte-identical
-files whatever ``--workers`` is. ``--unseen`` categories are held out of training and
-validation and appear only in the test split.
+Writes ``images/``, ``reports/``, ``masks/lung/``, ``masks/lesion/``, ``findings/``,
+``synthcxr_manifest.json`` and ``datalist.json`` under ``--out`` (see docs/data.md). The same
+arguments give byte-identical files whatever ``--workers`` is. ``--unseen`` categories are held
+out of training and validation and appear only in the test split.
+
+``--out`` must be new, empty, or written by this script with the same arguments (a complete data
+set is then left as it is, an interrupted one is written again); ``--overwrite`` writes into any
+folder, deleting only the files an earlier SynthCXR run recorded there.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of studies in test")
     parser.add_argument("--normal-fraction", type=float, default=0.25, help="share of studies without findings")
     parser.add_argument("--workers", type=int, default=2, help="processes drawing studies (1 = in this process)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that holds other data or another SynthCXR data set; deletes only "
+                             "the files an earlier SynthCXR run recorded there, keeps every other file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(argv)
     args.unseen = [name.strip() for name in args.unseen.split(",") if name.strip()]
@@ -60,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             args.out, n=args.n, size=args.size, seed=args.seed, unseen=args.unseen,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction,
             normal_fraction=args.normal_fraction, workers=args.workers, progress=not args.quiet,
+            overwrite=args.overwrite,
         )
     except ValueError as err:
         print(f"make_demo_data.py: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. no permission, or a path component that is a file
+        print(f"make_demo_data.py: error: cannot write the data set under '{args.out}': {err}. "
+              "Give --out a folder you can write to.", file=sys.stderr)
         return 2
     if not args.quiet:
         print(summary(datalist_path, time.perf_counter() - start))
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 def summary(datalist_path: Path, seconds: float) -> str:
     """Studies per split and positive (present) studies per category and split."""
     datalist = json.loads(datalist_path.read_text(encoding="utf-8"))
-    lines = [f"wrote {datalist_path} in {seconds:.1f} s"]
+    lines = [f"{datalist_path} ready in {seconds:.1f} s"]
     counts = {split: Counter() for split in SPLITS}
     for split in SPLITS:
         for item in datalist[split]:

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Create the virtual environment if it is missing and install the pinned dependencies.
 # Idempotent and cheap when nothing changed: it reinstalls only when requirements*.txt or
-# constraints.txt differ from what was installed. Source it to get the offline settings too.
-set -euo pipefail
+# constraints.txt differ from what was installed. Source it to get the offline settings too:
+# sourcing leaves the caller's shell options (set -o, shopt) as they were, and a failed install
+# returns an error from `source` instead of closing the caller's shell.
 MEDFILIP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MEDFILIP_VENV="${MEDFILIP_VENV:-$MEDFILIP_ROOT/.venv}"
 # Every pip call, including build-isolated sdist builds, must see the torch/torchvision pin.
 export PIP_CONSTRAINT="$MEDFILIP_ROOT/constraints.txt"
 
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+    # Sourced: the install runs as its own bash process, so that its strict error handling stays there.
+    MEDFILIP_VENV="$MEDFILIP_VENV" "$BASH" "${BASH_SOURCE[0]}" || return
+    # Offline by default: no model hub, no telemetry. The bundle never downloads at run time.
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+    export PYTHONPATH="$MEDFILIP_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    export PATH="$MEDFILIP_VENV/bin:$PATH"
+    return 0
+fi
+
+set -euo pipefail
 if [ ! -x "$MEDFILIP_VENV/bin/python" ]; then
     echo "[setup] creating $MEDFILIP_VENV"
     python3 -m venv "$MEDFILIP_VENV"
@@ -23,8 +35,3 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         || { echo "[setup] the installed environment does not import; see the pip output above" >&2; exit 1; }
     echo "$wanted" > "$stamp"
 fi
-
-# Offline by default: no model hub, no telemetry. The bundle never downloads at run time.
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
-export PYTHONPATH="$MEDFILIP_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export PATH="$MEDFILIP_VENV/bin:$PATH"

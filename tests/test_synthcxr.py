@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -314,3 +315,113 @@ def test_cli_writes_a_dataset_and_explains_bad_input(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/make_demo_data.py", "--out", str(out), "--unseen", "tumour"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a SynthCXR category" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---- the output folder: resume, refusal, overwrite ------------------------------------------
+SMALL = dict(n=8, size=32, seed=0, workers=1, progress=False)
+
+
+def files_of(folder: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (inode, mtime): an atomic rewrite always makes a new inode."""
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+
+
+@pytest.fixture(scope="module")
+def make_demo_data_main():
+    """The CLI's main() in this process: its errors must come back as exit status 2, not as exceptions."""
+    spec = importlib.util.spec_from_file_location("make_demo_data", REPO / "scripts/make_demo_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return lambda *args: module.main(["--size", "32", "--workers", "1", "--quiet", *map(str, args)])
+
+
+def test_same_arguments_leave_a_complete_dataset_alone_and_redo_an_interrupted_one(tmp_path):
+    out = tmp_path / "synthcxr"
+    write_dataset(out, **SMALL)
+    manifest = json.loads((out / "synthcxr_manifest.json").read_text())
+    assert manifest["arguments"] == {"n": 8, "size": 32, "seed": 0, "unseen": [], "val_fraction": 0.1,
+                                     "test_fraction": 0.2, "normal_fraction": 0.25}
+    digest, before = tree_digest(out), files_of(out)
+    assert write_dataset(out, **SMALL) == out / "datalist.json"
+    assert files_of(out) == before  # nothing was drawn or rewritten
+    # a killed run: no datalist, a missing image, a temporary file left half written
+    (out / "datalist.json").unlink()
+    image = next((out / "images").iterdir())
+    image.unlink()
+    leftover = image.with_name(f".{image.name}.0123456789abcdef0123456789abcdef.tmp")
+    leftover.write_bytes(b"half")
+    write_dataset(out, **SMALL)
+    assert tree_digest(out) == digest and not leftover.exists()
+
+
+def test_a_folder_with_other_data_is_refused_and_overwrite_keeps_its_files(tmp_path, make_demo_data_main, capsys):
+    out = tmp_path / "mine"
+    (out / "images").mkdir(parents=True)
+    own = {"datalist.json": '{"training": []}', "notes.txt": "keep me", "images/scan.png": "not synthcxr"}
+    for name, text in own.items():
+        (out / name).write_text(text)
+    assert make_demo_data_main("--out", out, "--n", 8) == 2
+    error = capsys.readouterr().err
+    assert f"'{out}' is not empty and is not a SynthCXR folder (it holds datalist.json, images, notes.txt)" in error
+    assert "--overwrite" in error
+    assert {name: (out / name).read_text() for name in own} == own and not (out / "masks").exists()
+    assert make_demo_data_main("--out", out, "--n", 8, "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "images/scan.png").read_text() == "not synthcxr"
+    assert json.loads((out / "datalist.json").read_text())["name"] == "SynthCXR"  # --overwrite replaces same names
+
+
+def test_other_arguments_are_refused_and_overwrite_leaves_no_stale_study(tmp_path):
+    out, fresh = tmp_path / "synthcxr", tmp_path / "fresh"
+    write_dataset(out, **SMALL)
+    (out / "images/extra_notes.txt").write_text("user file inside a SynthCXR folder")
+    before = tree_digest(out)
+    changed = {**SMALL, "n": 6, "seed": 1}
+    with pytest.raises(ValueError, match=r"written with other arguments: n=8 \(now 6\), seed=0 \(now 1\).*overwrite"):
+        write_dataset(out, **changed)
+    assert tree_digest(out) == before
+    write_dataset(out, **changed, overwrite=True)
+    write_dataset(fresh, **changed)
+    expected = tree_digest(fresh)
+    expected["images/extra_notes.txt"] = before["images/extra_notes.txt"]
+    assert tree_digest(out) == expected  # exactly the new data set, plus the user's file
+
+
+def test_overwrite_of_a_folder_without_manifest_trusts_only_synthcxr_study_ids(tmp_path):
+    """A datalist named SynthCXR (as written before manifests) tells what to delete, but only ids of
+    SynthCXR's form: a crafted id cannot reach outside the folder."""
+    out = tmp_path / "old"
+    write_dataset(out, **SMALL)
+    (out / "synthcxr_manifest.json").unlink()
+    datalist = json.loads((out / "datalist.json").read_text())
+    datalist["training"].append({"study_id": "../../outside", "image": "images/x.png"})
+    (out / "datalist.json").write_text(json.dumps(datalist))
+    outside = tmp_path / "outside.png"  # where study_files("../../outside")["image"] would point
+    outside.write_text("not in the data set")
+    with pytest.raises(ValueError, match="written before manifests"):
+        write_dataset(out, **{**SMALL, "n": 6})
+    write_dataset(out, **{**SMALL, "n": 6}, overwrite=True)
+    assert outside.read_text() == "not in the data set"
+    assert len(list((out / "images").iterdir())) == 6
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, make_demo_data_main, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((tmp_path / "afile", f"'{tmp_path / 'afile'}' is a file, not a folder"),
+                         (tmp_path / "afile/sub", f"cannot write the data set under '{tmp_path / 'afile/sub'}'")):
+        assert make_demo_data_main("--out", out, "--n", 8) == 2  # was a NotADirectoryError traceback
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_too_few_studies_for_a_requested_split_is_refused(tmp_path, make_demo_data_main, capsys):
+    with pytest.raises(ValueError, match=r"n=1 is too small for val_fraction=0.1: the validation split would get "
+                                         r"round\(0.1 \* 1\) = 0 studies. A validation split needs n >= 6"):
+        plan_dataset(1)
+    with pytest.raises(ValueError, match="the validation split would get round"):
+        plan_dataset(4)  # test gets round(0.8) = 1 study, validation round(0.4) = 0
+    with pytest.raises(ValueError, match="the test split would get round"):
+        plan_dataset(2, val_fraction=0.0)
+    assert {plan.split for plan in plan_dataset(1, val_fraction=0.0, test_fraction=0.0)} == {"training"}
+    assert make_demo_data_main("--out", tmp_path / "one", "--n", 1) == 2
+    assert "n=1 is too small" in capsys.readouterr().err and not (tmp_path / "one").exists()

@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -297,6 +298,82 @@ def test_colour_dicom_and_unsupported_formats(tmp_path, load):
         load(tmp_path / "x.mha")
     with pytest.raises(ChestXRayReadError, match="expected a file path, got a NoneType"):
         load(None)
+
+
+# --- frames and size limits --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".tiff", ".png"])  # multi-page TIFF and animated PNG
+def test_multi_frame_files_are_rejected_not_cut_to_their_first_frame(tmp_path, load, suffix):
+    frames = [Image.fromarray(corner_image() // (k + 1)) for k in range(3)]
+    frames[0].save(tmp_path / f"frames{suffix}", save_all=True, append_images=frames[1:])
+    assert Image.open(tmp_path / f"frames{suffix}").n_frames == 3
+    with pytest.raises(ChestXRayReadError, match=rf"frames\{suffix}.*shape \(40, 60, 3\), not a 2D radiograph.*"
+                                                 r"Fix: save the frontal 2D image as its own file"):
+        load(tmp_path / f"frames{suffix}")
+    frames[0].save(tmp_path / f"one{suffix}")
+    np.testing.assert_allclose(load(tmp_path / f"one{suffix}")[0].numpy(), corner_image() / 255.0, atol=1e-6)
+
+
+def test_camera_mpo_jpeg_loads_its_main_picture(tmp_path, load):
+    """An MPO JPEG (a photo of a film) carries previews after the main picture: not a multi-frame radiograph."""
+    Image.fromarray(corner_image()).save(tmp_path / "photo.jpg", format="MPO", save_all=True,
+                                         append_images=[Image.fromarray(np.zeros((H, W), np.uint8))])
+    assert Image.open(tmp_path / "photo.jpg").n_frames == 2
+    assert np.abs(load(tmp_path / "photo.jpg")[0].numpy() - corner_image() / 255.0).mean() < 0.02
+
+
+def refuse_decoding(loader: LoadChestXRay) -> LoadChestXRay:
+    """A loader that fails the test if it gets as far as decoding pixels."""
+    loader.load = lambda *args, **kwargs: pytest.fail("the pixels were decoded before the size check")
+    return loader
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+    bomb = Image.new("1", (12000, 12000))  # 18 MB in memory, 18 kB as PNG, 144 million pixels decoded
+    bomb.paste(1, (0, 0, 600, 600))
+    bomb.save(tmp_path / "bomb.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not be the only signal
+        with pytest.raises(ChestXRayReadError, match=r"bomb\.png.*12000 x 12000 = 144,000,000 pixels, more than "
+                                                     r"max_pixels=67,108,864.*decompression bomb.*Fix: downscale"):
+            refuse_decoding(LoadChestXRay())(tmp_path / "bomb.png")
+    Image.new("1", (14000, 14000)).save(tmp_path / "huge.png")  # beyond PIL's own hard limit
+    with pytest.raises(ChestXRayReadError, match=r"huge\.png.*PIL refuses to decode it.*Fix: downscale"):
+        LoadChestXRay()(tmp_path / "huge.png")
+
+
+def test_max_pixels_is_checked_on_the_header_of_every_format(tmp_path):
+    Image.fromarray(corner_image()).save(tmp_path / "x.png")
+    write_dicom(tmp_path / "x.dcm", corner_image())
+    nib.save(nib.Nifti1Image(corner_image(np.float32, 1.0), np.eye(4)), tmp_path / "x.nii.gz")
+    small_limit = refuse_decoding(LoadChestXRay(max_pixels=2000))
+    for name in ("x.png", "x.dcm", "x.nii.gz"):
+        with pytest.raises(ChestXRayReadError, match=r"40 x 60 = 2,400 pixels, more than max_pixels=2,000"):
+            small_limit(tmp_path / name)
+    assert LoadChestXRay(max_pixels=H * W)(tmp_path / "x.dcm").shape == (1, H, W)
+    # a DICOM header that announces a huge image is refused before its pixel data is read
+    write_dicom(tmp_path / "bomb.dcm", corner_image(), Rows=12000, Columns=12000)
+    with pytest.raises(ChestXRayReadError, match=r"bomb\.dcm.*12000 x 12000 = 144,000,000 pixels"):
+        refuse_decoding(LoadChestXRay())(tmp_path / "bomb.dcm")
+
+
+def test_tiny_images_and_masks_are_not_radiographs(tmp_path, load, load_mask):
+    Image.fromarray(np.array([[0, 255]], np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(ChestXRayReadError, match=r"tiny\.png.*it is 1 x 2 pixels, smaller than min_size=32 on a "
+                                                 r"side.*Fix: list the full-size image, or lower min_size"):
+        load(tmp_path / "tiny.png")
+    with pytest.raises(ChestXRayReadError, match="smaller than min_size=32"):
+        load_mask(tmp_path / "tiny.png")
+    assert LoadChestXRay(min_size=1)(tmp_path / "tiny.png").shape == (1, 1, 2)
+    item = {"study_id": "s7", "image": str(tmp_path / "tiny.png"), "lung_mask": str(tmp_path / "tiny.png")}
+    with pytest.raises(ChestXRayReadError, match=r"min_size=32 on a side.*\(item study_id='s7', key 'image'\)"):
+        LoadChestXRayd("image", mask_keys="lung_mask")(item)
+    out = LoadChestXRayd("image", mask_keys="lung_mask", min_size=1, max_pixels=2)(item)
+    assert out["image"].shape == out["lung_mask"].shape == (1, 1, 2)
+    for limits in ({"min_size": 0}, {"min_size": 64, "max_pixels": 4000}):
+        with pytest.raises(ValueError, match="min_size"):
+            LoadChestXRay(**limits)
 
 
 # --- recommended transform lists (docs/transforms.md) -------------------------------------------

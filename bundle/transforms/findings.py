@@ -8,7 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-from ..data.datalist import describe_item
+from ..data.datalist import check_item_keys, describe_item, item_findings
 from ..findings import Finding, Presence
 from ..knowledge.iki import FindingTextComposer
 from ..losses.ssm import FindingsVocabulary
@@ -23,9 +23,18 @@ class FindingsToLabelsd(MapTransform):
         output_key: where to write the float ``[C]`` label vector.
         uncertain_value: label given to ``uncertain`` findings (1.0 counts a hedged finding as
             positive, the "U-ones" policy; 0.0 counts it as negative).
+        ignored_categories: categories that items may mention but that get no channel (e.g. the
+            held-out categories when labelling over the seen ones).
 
-    A category that is absent or never mentioned gets 0.
+    A category that is absent or never mentioned gets 0. A finding whose category is neither in
+    ``categories`` nor in ``ignored_categories``, or whose presence is not present / absent /
+    uncertain, is an error naming the item and the value (it would otherwise count as a 0).
     """
+
+    fix = (
+        "Fix the item's findings in the datalist; a category that is right but has no label channel goes in "
+        "FindingsToLabelsd's ignored_categories (e.g. the held-out categories)."
+    )
 
     def __init__(
         self,
@@ -33,23 +42,26 @@ class FindingsToLabelsd(MapTransform):
         categories: Sequence[str],
         output_key: str = "label",
         uncertain_value: float = 1.0,
+        ignored_categories: Sequence[str] = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not categories:
             raise ValueError("FindingsToLabelsd needs at least one category")
         self.index = {category: i for i, category in enumerate(categories)}
+        self.known_categories = list(self.index) + [c for c in ignored_categories if c not in self.index]
         self.output_key = output_key
-        self.value_of = {"present": 1.0, "uncertain": float(uncertain_value), "absent": 0.0}
+        self.value_of = {Presence.PRESENT: 1.0, Presence.UNCERTAIN: float(uncertain_value), Presence.ABSENT: 0.0}
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
+        check_item_keys(self, d)
         for key in self.key_iterator(d):
             label = torch.zeros(len(self.index), dtype=torch.float32)
-            for finding in d[key]:
-                channel = self.index.get(finding["category"])
-                if channel is not None:
-                    label[channel] = max(label[channel].item(), self.value_of[finding["presence"]])
+            for finding in item_findings(d, key, self.known_categories, fix=self.fix):
+                channel = self.index.get(finding.category)
+                if channel is not None:  # None: an ignored category
+                    label[channel] = max(label[channel].item(), self.value_of[finding.presence])
             d[self.output_key] = label
         return d
 
@@ -79,9 +91,11 @@ class EncodeFindingsd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
+        check_item_keys(self, d)
         for key in self.key_iterator(d):
+            findings = item_findings(d, key)
             try:
-                d[self.output_key] = self.vocabulary.encode_findings(d[key], self.max_findings)
+                d[self.output_key] = self.vocabulary.encode_findings(findings, self.max_findings)
             except ValueError as error:
                 raise ValueError(f"findings of {describe_item(d)}: {error}") from None
         return d
@@ -151,8 +165,9 @@ class ComposeFindingTextsd(Randomizable, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
+        check_item_keys(self, d)
         for key in self.key_iterator(d):
-            findings = [f if isinstance(f, Finding) else Finding.from_dict(f) for f in d[key]]
+            findings = item_findings(d, key)
             rng = self.R if self.drop_fields else None  # the composer drops fields only when given an rng
             texts = [self.composer.compose(finding, rng) for finding in self.select(findings)]
             d[self.text_key] = [t.text for t in texts]

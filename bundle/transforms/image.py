@@ -4,17 +4,20 @@ MONAI's ``LoadImage`` does the reading, with one explicit reader per format (PNG
 ``PILReader``; DICOM: ``PydicomReader``; NIfTI: ``NibabelReader``; MetaImage/NRRD: ``ITKReader``
 when the optional ``itk`` package is installed). What MONAI does not do for radiographs is
 written here: colour to luminance, DICOM MONOCHROME1 inversion and VOI windowing, the choice of
-intensity scaling by bit depth, and errors that name the file and the fix. See
+intensity scaling by bit depth, size limits checked on the header before decoding (a
+decompression bomb is refused, not decoded), and errors that name the file and the fix. See
 ``docs/transforms.md`` for the conventions and the recommended resize/augmentation transforms.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
+import nibabel as nib
 import pydicom
 import torch
 from monai.config import KeysCollection, PathLike
@@ -25,7 +28,7 @@ from monai.utils import ensure_tuple, optional_import
 from PIL import Image
 from pydicom.pixels import apply_voi_lut
 
-from ..data.datalist import describe_item
+from ..data.datalist import check_item_keys, describe_item
 
 _, HAS_ITK = optional_import("itk")
 
@@ -36,6 +39,12 @@ ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 # PIL modes that np.asarray turns into one grey value per pixel; every other mode is colour
 # (RGB, RGBA, CMYK, YCbCr, LA, P, PA, ...) or bilevel and is converted.
 PIL_GREY_MODES = ("L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+# Below 32 pixels a side an image is an icon or a thumbnail (SynthCXR's smallest images are 32).
+MIN_SIZE = 32
+# 8192 x 8192: about four times the pixels of the largest detectors (43 cm at 100 um, 4300 a side), and below
+# PIL's own decompression-bomb warning (89 million pixels), which this limit replaces.
+MAX_PIXELS = 8192 * 8192
+TOO_LARGE_FIX = "downscale it (a few thousand pixels a side keep every detail), or raise max_pixels if it is genuine"
 
 
 class ChestXRayReadError(ValueError):
@@ -93,22 +102,36 @@ class LoadChestXRay(Transform):
         as_mask: load a label map instead of a radiograph.
         percentiles: lower and upper percentile for the robust scaling of high-bit-depth images.
         apply_voi_lut: apply the DICOM VOI LUT / window from the header.
+        min_size: the smallest accepted side in pixels.
+        max_pixels: the most pixels accepted. PNG/JPEG/BMP/TIFF, DICOM and NIfTI files are checked
+            on their header, before any pixel is decoded; ITK formats after decoding. PIL refuses
+            images above twice ``PIL.Image.MAX_IMAGE_PIXELS`` (179 million) whatever this says.
 
     Raises:
         ChestXRayReadError: missing, unreadable or truncated file, unsupported format, colour DICOM,
-            an image with no content (zero size, every pixel equal, NaN/inf), or a volume with
-            several slices (single-slice volumes are squeezed to 2D).
+            an image with no content (zero size, every pixel equal, NaN/inf), a volume or multi-frame
+            file (TIFF, APNG, DICOM) with several slices or frames (single-slice volumes are squeezed
+            to 2D), a side shorter than ``min_size`` or more pixels than ``max_pixels``.
     """
 
     def __init__(
-        self, as_mask: bool = False, percentiles: Sequence[float] = (0.5, 99.5), apply_voi_lut: bool = True
+        self,
+        as_mask: bool = False,
+        percentiles: Sequence[float] = (0.5, 99.5),
+        apply_voi_lut: bool = True,
+        min_size: int = MIN_SIZE,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         lower, upper = percentiles
         if not 0 <= lower < upper <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {tuple(percentiles)}")
+        if min_size < 1 or max_pixels < min_size**2:
+            raise ValueError(f"need 1 <= min_size and min_size ** 2 <= max_pixels, got {min_size} and {max_pixels}")
         self.as_mask = as_mask
         self.percentiles = (float(lower), float(upper))
         self.apply_voi_lut = apply_voi_lut
+        self.min_size = int(min_size)
+        self.max_pixels = int(max_pixels)
         with warnings.catch_warnings():
             # LoadImage registers every default reader, among them the GPU DICOM decoder, which warns
             # that it falls back to pydicom on machines without nvImageCodec; it is never used here.
@@ -146,7 +169,16 @@ class LoadChestXRay(Transform):
                 warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
                 # PIL gives read-only arrays; every path below copies the data before anyone can write to it.
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                # max_pixels, checked below before decoding, is the limit; PIL's warning would only repeat it
+                warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+                stored_shape = self._stored_shape(path, reader, header)
+                if stored_shape is not None:
+                    self._check_shape(stored_shape, path)
                 image = self.load(path, reader=reader)
+        except ChestXRayReadError:
+            raise
+        except Image.DecompressionBombError as err:  # PIL's hard limit, when max_pixels is set above it
+            raise ChestXRayReadError(path, f"PIL refuses to decode it ({err})", TOO_LARGE_FIX) from err
         except Exception as err:  # readers raise anything from OSError to struct.error on a bad file
             raise ChestXRayReadError(
                 path,
@@ -203,19 +235,52 @@ class LoadChestXRay(Transform):
             )
         return header
 
-    def _as_2d(self, image: MetaTensor, path: Path) -> MetaTensor:
+    def _stored_shape(self, path: Path, reader: ImageReader, header: pydicom.Dataset | None) -> tuple[int, ...] | None:
+        """The shape of what the file holds, read from its header without decoding a pixel (None for ITK)."""
+        if reader is self.pil_reader:
+            with Image.open(path) as image:
+                # PILReader would silently read the first frame only. MPO JPEGs from cameras are the
+                # exception: the frames after the first are previews of the same picture.
+                frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
+                return (image.height, image.width, frames)
+        if header is not None:
+            return (int(header.Rows), int(header.Columns), int(header.get("NumberOfFrames") or 1))
+        if reader is self.nifti_reader:
+            return tuple(nib.load(path).shape)
+        return None
+
+    def _check_shape(self, shape: tuple[int, ...], path: Path) -> None:
         # Single-slice volumes (NIfTI (H, W, 1), ITK (H, W, 1)) are 2D images stored in 3D.
-        while image.ndim > 2 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim != 2:
+        while len(shape) > 2 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) != 2:
             raise ChestXRayReadError(
                 path,
-                f"it holds an array of shape {tuple(image.shape)}, not a 2D radiograph (a volume or multi-frame "
-                "file with several slices)",
+                f"it holds an array of shape {shape}, not a 2D radiograph (a volume or multi-frame file with "
+                "several slices or frames)",
                 "save the frontal 2D image as its own file (e.g. one slice of the volume) and list that file",
             )
-        if image.numel() == 0:
-            raise ChestXRayReadError(path, f"the image is empty (shape {tuple(image.shape)})", "re-export the file")
+        if 0 in shape:
+            raise ChestXRayReadError(path, f"the image is empty (shape {shape})", "re-export the file")
+        if math.prod(shape) > self.max_pixels:
+            raise ChestXRayReadError(
+                path,
+                f"it has {shape[0]} x {shape[1]} = {math.prod(shape):,} pixels, more than max_pixels="
+                f"{self.max_pixels:,} (too large for a radiograph; it may be a decompression bomb)",
+                TOO_LARGE_FIX,
+            )
+        if min(shape) < self.min_size:
+            raise ChestXRayReadError(
+                path,
+                f"it is {shape[0]} x {shape[1]} pixels, smaller than min_size={self.min_size} on a side: an icon or "
+                "a thumbnail, not a radiograph",
+                "list the full-size image, or lower min_size",
+            )
+
+    def _as_2d(self, image: MetaTensor, path: Path) -> MetaTensor:
+        while image.ndim > 2 and image.shape[-1] == 1:
+            image = image[..., 0]
+        self._check_shape(tuple(image.shape), path)  # again on what was decoded: ITK files have no header check
         return image
 
     def _label_map(self, mask: MetaTensor, path: Path) -> MetaTensor:
@@ -271,11 +336,13 @@ class LoadChestXRayd(MapTransform):
         keys: keys of radiograph paths, loaded as float32 ``[1, H, W]`` in [0, 1].
         mask_keys: keys of mask paths (e.g. ``lung_mask``, ``lesion_mask``), loaded as uint8
             ``[1, H, W]`` label maps; in addition to ``keys``.
-        percentiles, apply_voi_lut: see :class:`LoadChestXRay`.
-        allow_missing_keys: skip keys that an item lacks instead of raising ``KeyError``.
+        percentiles, apply_voi_lut, min_size, max_pixels: see :class:`LoadChestXRay` (the size limits
+            apply to masks too).
+        allow_missing_keys: skip keys that an item lacks instead of raising an error.
 
     Errors are :class:`ChestXRayReadError` naming the file, the item (study id or image path)
-    and the key.
+    and the key; an item without one of ``keys`` (and ``mask_keys``, unless ``allow_missing_keys``)
+    is a ``DatalistError`` naming the item.
     """
 
     def __init__(
@@ -284,6 +351,8 @@ class LoadChestXRayd(MapTransform):
         mask_keys: KeysCollection = (),
         percentiles: Sequence[float] = (0.5, 99.5),
         apply_voi_lut: bool = True,
+        min_size: int = MIN_SIZE,
+        max_pixels: int = MAX_PIXELS,
         allow_missing_keys: bool = False,
     ) -> None:
         image_keys, self.mask_keys = ensure_tuple(keys), ensure_tuple(mask_keys)
@@ -291,11 +360,13 @@ class LoadChestXRayd(MapTransform):
         if shared:
             raise ValueError(f"keys {sorted(shared)} are in both keys and mask_keys; list each key once")
         super().__init__(image_keys + self.mask_keys, allow_missing_keys)
-        self.load_image = LoadChestXRay(percentiles=percentiles, apply_voi_lut=apply_voi_lut)
-        self.load_mask = LoadChestXRay(as_mask=True)
+        limits = {"min_size": min_size, "max_pixels": max_pixels}
+        self.load_image = LoadChestXRay(percentiles=percentiles, apply_voi_lut=apply_voi_lut, **limits)
+        self.load_mask = LoadChestXRay(as_mask=True, **limits)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
+        check_item_keys(self, d)
         for key in self.key_iterator(d):
             load = self.load_mask if key in self.mask_keys else self.load_image
             try:
