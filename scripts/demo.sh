@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, generate SynthCXR, train the bundle with
 # `python -m monai.bundle run training`, evaluate zero-shot on the test split, print the table.
-# Re-running resumes: existing data is kept and training continues from the last checkpoint.
+# Re-running resumes: existing data is kept, training continues from the last checkpoint, and a
+# finished training is kept as it is (--finished_run keep) and evaluated again.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$MEDFILIP_ROOT"
@@ -14,7 +15,7 @@ if [ ! -f "$DATA_DIR/datalist.json" ]; then
 fi
 python -m monai.bundle run training \
     --config_file configs/train.json --meta_file metadata.json --logging_file configs/logging.conf \
-    --dataset_dir "$DATA_DIR" "$@"
+    --dataset_dir "$DATA_DIR" --finished_run keep "$@"
 python -m monai.bundle run \
     --config_file "['configs/train.json','configs/evaluate.json']" --meta_file metadata.json \
     --logging_file configs/logging.conf --dataset_dir "$DATA_DIR" "$@"

@@ -15,34 +15,19 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "tests/configs/tiny_train.json")
+from bundle_cli import EVALUATE_CONFIGS, REPO, TINY, TRAIN_CONFIGS, bundle_env, describe, make_synthcxr, run_bundle
 
 
-def bundle_env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true")
-    env.pop("MONAI_DEBUG_CONFIG", None)
-    return env
-
-
-def bundle_cli(workdir: Path, data_dir: Path, *args: str, configs: tuple[str, ...] = ("configs/train.json", TINY),
+def bundle_cli(workdir: Path, data_dir: Path, *args: str, configs: tuple[str, ...] = TRAIN_CONFIGS,
                timeout: int = 300) -> subprocess.CompletedProcess:
-    config_files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", *args, "--config_file", config_files,
-               "--meta_file", "metadata.json", "--logging_file", "configs/logging.conf",
-               "--dataset_dir", str(data_dir), "--ckpt_dir", str(workdir / "models"),
-               "--output_dir", str(workdir / "eval")]
-    result = subprocess.run(command, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
+    result = run_bundle(workdir, data_dir, *args, configs=configs, timeout=timeout)
+    assert result.returncode == 0, describe(result)
     return result
 
 
 @pytest.fixture(scope="module")
 def synthcxr(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synthcxr")
-    subprocess.run([sys.executable, "scripts/make_demo_data.py", "--out", str(out), "--n", "120", "--size", "64",
-                    "--seed", "3"], cwd=REPO, env=bundle_env(), check=True, capture_output=True, timeout=300)
-    return out
+    return make_synthcxr(tmp_path_factory.mktemp("synthcxr"), n=120)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +64,8 @@ def test_resume_continues_from_the_last_checkpoint(trained, synthcxr):
     result = bundle_cli(workdir, synthcxr, "training", "--max_epochs", "3")
     log = result.stdout + result.stderr
     assert "Epoch[3]" in log and "Epoch[1]" not in log, "training restarted instead of resuming"
-    assert (workdir / "models/checkpoint_checkpoint_epoch=3.pt").is_file()
+    saved = sorted(p.name for p in (workdir / "models").glob("checkpoint_*.pt"))
+    assert saved == ["checkpoint_checkpoint_epoch=3.pt"], "the checkpoint resumed from outlived n_saved=1"
 
 
 def test_interrupted_training_resumes(synthcxr, tmp_path):
@@ -104,7 +90,7 @@ def test_interrupted_training_resumes(synthcxr, tmp_path):
 
 def test_evaluation_writes_metrics_with_validation_thresholds(trained, synthcxr):
     workdir, _ = trained
-    bundle_cli(workdir, synthcxr, configs=("configs/train.json", TINY, "configs/evaluate.json"))
+    bundle_cli(workdir, synthcxr, configs=EVALUATE_CONFIGS)
     metrics = json.loads((workdir / "eval/zero_shot_metrics.json").read_text())
     assert metrics["thresholds_from"] == "validation"
     datalist = json.loads((synthcxr / "datalist.json").read_text())

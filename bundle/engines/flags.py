@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .errors import UserInputError
+
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", "none", ""}
 
 
-def flag(value: object) -> bool:
-    """Read an on/off config value that may arrive as a string.
+def flag(value: object, key: str | None = None) -> bool:
+    """Read an on/off config value that may arrive as a string; ``key`` names it in the error.
 
     ``python -m monai.bundle run ... --track_mlflow false`` passes the string ``"false"`` (fire
     only turns ``False`` into a bool), and ``not "false"`` is False: without this, lower-case
@@ -19,4 +21,5 @@ def flag(value: object) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"expected an on/off value (true/false, 1/0, yes/no), got {value!r}")
+    fix = f"pass --{key} true or --{key} false" if key else "use true/false"
+    raise UserInputError(f"{key or 'a switch'} must be an on/off value, got {value!r}. Fix: {fix} (or 1/0, yes/no)")
