@@ -5,7 +5,8 @@
 
 Per-category precision / recall / F1 and macro-F1 over the 16 ``iu16`` categories, side by side
 with a plain keyword baseline (any synonym, no negation handling), on all reports and on the
-two halves (the rules were developed looking mostly at the first half).
+two halves of ``split_half`` (the rules are tuned on the "tune" half; "holdout" measures them on
+reports they were not fitted to).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ sys.path.insert(0, str(REPO))
 
 from bundle.extraction.evaluation import (  # noqa: E402
     MESH_TO_CATEGORY,
+    SPLIT_HALVES,
     keyword_categories,
     mesh_categories,
     positive_categories,
     score_labels,
     score_table,
+    split_half,
 )
 from bundle.extraction.readers import compose_text  # noqa: E402
 from bundle.extraction.rules import RulesExtractor  # noqa: E402
@@ -52,21 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="IU CSV with findings, impression, mesh_major")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "extraction_iu_results.md")
-    parser.add_argument("--split-at", type=int, default=500, help="also score rows [0, N) and [N, end)")
     parser.add_argument("--knowledge-base", type=Path, default=DEFAULT_KNOWLEDGE_BASE_PATH)
     args = parser.parse_args(argv)
     kb = KnowledgeBase.from_yaml(args.knowledge_base)
     with args.input.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    missing = {"findings", "impression", "mesh_major"} - set(rows[0] if rows else {})
+    missing = {"uId", "findings", "impression", "mesh_major"} - set(rows[0] if rows else {})
     if missing:
         print(f"error: {args.input} lacks column(s) {sorted(missing)}; pass an IU reports CSV", file=sys.stderr)
         return 2
-    parts = {
-        f"all {len(rows)} reports": rows,
-        f"rows 1-{args.split_at} (development half)": rows[: args.split_at],
-        f"rows {args.split_at + 1}-{len(rows)} (check half)": rows[args.split_at :],
-    }
+    halves = {half: [r for r in rows if split_half(r["uId"]) == half] for half in SPLIT_HALVES}
+    parts = {f"all {len(rows)} reports": rows, **{f"{half} half ({len(part)} reports)": part for half, part in halves.items()}}
     mapping = "\n".join(f"| {mesh} | `{cat}` |" for mesh, cat in sorted(MESH_TO_CATEGORY.items()))
     out = [
         "# Rules extraction on IU / Open-i reports vs. MeSH major terms",

@@ -1,10 +1,13 @@
 """The rules backend: sections, sentences, mentions, negation/uncertainty scopes, modifiers."""
 
+import copy
+
 import pytest
+import yaml
 
 from bundle.extraction.rules import RulesExtractor
 from bundle.extraction.sections import observation_text, split_sections, split_sentences
-from bundle.knowledge.base import default_knowledge_base
+from bundle.knowledge.base import DEFAULT_KNOWLEDGE_BASE_PATH, KnowledgeBase, KnowledgeBaseError, default_knowledge_base
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +129,9 @@ def test_normality_predicate_stays_in_its_clause(rules):
     assert triplets(rules, "Heart size is mildly enlarged, pulmonary vascularity within normal limits.") == [
         ("cardiomegaly", "present", None, "mild"), ("pulmonary_congestion", "absent", None, None)
     ]  # fmt: skip
+    assert triplets(rules, "Mild left basal atelectasis and heart size is normal.") == [
+        ("atelectasis", "present", "left base", "mild"), ("cardiomegaly", "absent", None, None)
+    ]  # fmt: skip
 
 
 def test_report_level_dedup_and_evidence(rules):
@@ -143,3 +149,131 @@ def test_result_carries_no_tokens(rules):
     result = rules.extract("Large right pneumothorax.")
     assert (result.tokens_in, result.tokens_out) == (0, 0)
     assert result.findings[0].to_dict()["severity"] == "severe"
+
+
+def sentence_triplets(rules, sentence):
+    return [(f.category, f.presence.value) for f in rules.extract_sentence(sentence)]
+
+
+# Issue #10: the error classes of the rules on unseen reports. Every sentence is invented.
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [("The left pleural effusion, which has since resolved.", [("pleural_effusion", "absent")]),
+     ("The right pneumothorax described on the earlier study has now resolved.", [("pneumothorax", "absent")]),
+     ("Resolved right apical pneumothorax.", [("pneumothorax", "absent")]),
+     ("No longer seen is the left apical pneumothorax.", [("pneumothorax", "absent")]),
+     ("Right upper lobe pneumonia has cleared.", [("pneumonia", "absent")]),
+     ("Left basal atelectasis, now resolved, and a new right effusion.",
+      [("atelectasis", "absent"), ("pleural_effusion", "present")]),
+     ("Pleural effusion has resolved, atelectasis persists.", [("pleural_effusion", "absent"), ("atelectasis", "present")]),
+     ("Right pneumothorax, resolved, and a new left effusion.", [("pneumothorax", "absent"), ("pleural_effusion", "present")]),
+     # partly resolved, or expected to resolve: still there
+     ("Right basal opacity has nearly resolved.", [("opacity", "present")]),
+     ("Partial resolution of the left effusion.", [("pleural_effusion", "present")]),
+     ("The right effusion has not resolved.", [("pleural_effusion", "present")]),
+     ("Follow-up advised to document resolution of the lingular pneumonia.", [("pneumonia", "present")])],
+)  # fmt: skip
+def test_resolved_findings_are_absent(rules, sentence, expected):
+    assert sentence_triplets(rules, sentence) == expected
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [("History of right lower lobe pneumonia.", []),
+     ("Patient with a history of heart failure and pleural effusions.", []),
+     ("Hx of pneumothorax, chest tube placed elsewhere.", []),
+     ("Lungs hyperexpanded, consistent with history of emphysema.", [("hyperinflation", "present"), ("emphysema", "present")]),
+     # seen on another exam, not this one
+     ("Lingular atelectasis on the recent chest CT.", []),
+     ("Small nodules on the outside CT scan are not resolved by radiography.", []),
+     ("Right apical pneumothorax on the previous study.", []),
+     ("The nodule reported on CT is not visible on this radiograph.", [("nodule", "absent")]),
+     # ... unless this exam shows it too
+     ("Left apical scarring, as seen on the prior CT.", [("scarring", "present")]),
+     ("Right upper lobe nodule, better seen on CT.", [("nodule", "present")]),
+     ("Stable emphysema compared with the chest CT.", [("emphysema", "present")]),
+     ("The effusion is larger than on the previous exam.", [("pleural_effusion", "present")]),
+     ("Small left effusion, not present on the prior study.", [("pleural_effusion", "present")]),
+     ("Old healed left rib fractures.", [("fracture", "present")])],
+)  # fmt: skip
+def test_historical_and_other_exam_findings_are_not_observations(rules, sentence, expected):
+    assert sentence_triplets(rules, sentence) == expected
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [("Soft tissue edema of the left chest wall.", []),
+     ("Bilateral lower extremity edema.", []),
+     ("Edema in the subcutaneous tissues of the neck.", []),
+     ("Interstitial edema and soft tissue swelling.", [("pulmonary_edema", "present")]),
+     ("Soft tissue and pulmonary edema.", [("pulmonary_edema", "present")]),
+     ("Small Bochdalek hernia on the right.", []),
+     ("Umbilical hernia partly imaged.", []),
+     ("Moderate hernia behind the heart.", [("hiatal_hernia", "present")]),
+     ("Emphysema tracking along the chest wall soft tissues.", []),
+     ("Thyroid nodule displacing the trachea to the right.", []),
+     ("Small right shoulder joint effusion.", [])],
+)  # fmt: skip
+def test_anatomical_context_excludes_other_sites(rules, sentence, expected):
+    assert sentence_triplets(rules, sentence) == expected
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [("Nodular opacity at the right base represents a nipple shadow.", [("nodule", "absent"), ("opacity", "absent")]),
+     ("Rounded right basal nodule is a nipple.", [("nodule", "absent")]),
+     ("Left apical opacity reflects overlap of the first rib and clavicle.", [("opacity", "absent")]),
+     ("Vague opacity in the left midlung is due to overlapping bones.", [("opacity", "absent")]),
+     ("Linear opacity over the right apex is a skin fold.", [("opacity", "absent")]),
+     ("Faint nodular opacity in the right lower lung is artifactual.", [("nodule", "absent"), ("opacity", "absent")]),
+     ("Curvilinear line over the left apex, probably a skin fold, no pneumothorax.", [("pneumothorax", "absent")]),
+     # a hedged explanation leaves the finding uncertain, a denied or occluding one leaves it as it is
+     ("Small nodule in the left base, likely a nipple shadow.", [("nodule", "uncertain")]),
+     ("Nodule versus nipple shadow in the right lower zone.", [("nodule", "uncertain")]),
+     ("Nodular opacity in the left base, not a nipple shadow.", [("nodule", "present"), ("opacity", "present")]),
+     ("Left upper lobe opacity partly obscured by overlapping ribs.", [("opacity", "present")]),
+     # a mention right before the mimic is its source; a new clause is a new statement
+     ("Pacemaker artifact over the left chest.", [("support_devices", "present")]),
+     ("Right basal nodule; nipple shadows overlie both bases.", [("nodule", "present")]),
+     ("Nipple shadows overlie the lung bases, no nodule.", [("nodule", "absent")])],
+)  # fmt: skip
+def test_densities_explained_by_mimics_are_not_findings(rules, sentence, expected):
+    assert sentence_triplets(rules, sentence) == expected
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [("Correlate clinically for pneumonia.", [("pneumonia", "uncertain")]),
+     ("Right basal opacity; clinical correlation for infection is advised.", [("opacity", "present"), ("pneumonia", "uncertain")]),
+     ("Please correlate clinically to exclude a small pneumothorax.", [("pneumothorax", "uncertain")]),
+     ("Hazy opacity may be secondary to atelectasis or pneumonia.",
+      [("opacity", "uncertain"), ("atelectasis", "uncertain"), ("pneumonia", "uncertain")]),
+     ("The contour could suggest that this is a hiatal hernia.", [("hiatal_hernia", "uncertain")]),
+     ("Age-indeterminate compression fracture of a lower thoracic vertebra.", [("fracture", "present")])],
+)  # fmt: skip
+def test_requests_and_hedges_do_not_assert_findings(rules, sentence, expected):
+    assert sentence_triplets(rules, sentence) == expected
+
+
+@pytest.mark.parametrize(
+    "repeated, tail, expected",
+    [("No pleural effusion ", "but a small left pneumothorax, heart size is normal",
+      [("pleural_effusion", "absent", None, None), ("pneumothorax", "present", "left", "mild"),
+       ("cardiomegaly", "absent", None, None)]),
+     ("mild left basilar atelectasis and heart size is normal, ", "small left effusion versus pneumonia",
+      [("atelectasis", "present", "left base", "mild"), ("cardiomegaly", "absent", None, None),
+       ("pleural_effusion", "uncertain", "left", "mild"), ("pneumonia", "uncertain", None, None)])],
+)  # fmt: skip
+def test_a_one_megabyte_report_without_sentence_breaks(rules, repeated, tail, expected):
+    """Every step is linear in the length of a sentence: this took minutes when scopes were quadratic."""
+    report = repeated * (1_000_000 // len(repeated)) + tail
+    assert len(split_sentences(report)) == 1
+    assert triplets(rules, report) == expected
+
+
+def test_excluded_sites_must_be_a_list_of_words():
+    raw = yaml.safe_load(DEFAULT_KNOWLEDGE_BASE_PATH.read_text())
+    broken = copy.deepcopy(raw)
+    broken["categories"][0]["excluded_sites"] = "soft tissue"
+    with pytest.raises(KnowledgeBaseError, match=r"kb\.yaml: category 'cardiomegaly' excluded_sites must be a list"):
+        RulesExtractor(KnowledgeBase.from_dict(broken, "kb.yaml"))

@@ -10,6 +10,7 @@ A report is positive for a category when any of its findings is present (or unce
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -40,6 +41,18 @@ MESH_TO_CATEGORY: dict[str, str] = {
     "hydropneumothorax": "pneumothorax",
     "airspace disease": "airspace_disease",
 }
+
+
+SPLIT_HALVES = ("tune", "holdout")
+
+
+def split_half(report_id: str) -> str:
+    """``"tune"`` or ``"holdout"``: a fixed, about 50/50 split of reports by a stable hash of their id.
+
+    Rules are tuned looking only at the tune half; the holdout half is scored to measure how they
+    generalise. sha256 rather than ``hash()``, which is salted per process.
+    """
+    return SPLIT_HALVES[hashlib.sha256(report_id.encode("utf-8")).digest()[0] % 2]
 
 
 def mesh_categories(mesh_major: str) -> set[str]:

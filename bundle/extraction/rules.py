@@ -8,22 +8,26 @@ declared in the knowledge base (``normal_statements``: "heart size is normal", "
 cardiomediastinal silhouette is within normal limits") yield *absent* findings of the categories
 they rule out, with their sentence as evidence, unless a qualifier makes them equivocal ("heart
 size upper limits of normal") or the report asserts the category elsewhere (the positive wins).
-Undeclared ones ("lungs are clear") yield nothing. The de-identification mask ``XXXX`` is an
-ordinary unknown word.
+Undeclared ones ("lungs are clear") yield nothing. A mention that is not an observation of this
+radiograph (historical, seen on another exam: ``scopes``) or that its modifiers place at a site the
+category excludes (the knowledge base's ``excluded_sites``: "soft tissue edema" is not pulmonary
+edema, "Bochdalek hernia" not a hiatal hernia) yields nothing. The de-identification mask ``XXXX``
+is an ordinary unknown word. Every step is linear in the length of a sentence.
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 from bundle.extraction.backend import ExtractionResult
 from bundle.extraction.scopes import assert_mentions
 from bundle.extraction.sections import observation_text, split_sentences
 from bundle.findings import Finding, Presence
-from bundle.knowledge.base import KnowledgeBase
-from bundle.knowledge.phrases import CLAUSE_PUNCTUATION, PhraseMatch, tokenize
+from bundle.knowledge.base import KnowledgeBase, KnowledgeBaseError
+from bundle.knowledge.phrases import CLAUSE_PUNCTUATION, PhraseIndex, PhraseMatch, tokenize
 
-RULES_VERSION = "rules-2"
+RULES_VERSION = "rules-3"
 MAX_PRE_MODIFIER = 6  # words before a mention that can modify it ("small left basilar ...")
 MAX_POST_MODIFIER = 8  # words after it ("... in the right upper lobe")
 # Modifiers after a mention belong to it only up to a coordination or a new clause.
@@ -53,6 +57,7 @@ class RulesExtractor:
     def __init__(self, knowledge_base: KnowledgeBase) -> None:
         self.kb = knowledge_base
         self.model = f"kb-{knowledge_base.version}"
+        self._excluded_sites, self._site_index = _excluded_sites(knowledge_base)
 
     def extract(self, text: str) -> ExtractionResult:
         """Findings of one report (any section layout)."""
@@ -81,11 +86,17 @@ class RulesExtractor:
         if mentions:
             presences = assert_mentions(tokens, mentions)
             for k, (mention, presence) in enumerate(zip(mentions, presences)):
+                if presence is None:
+                    continue  # historical, or seen on another exam
                 pre_start, post_end = self._modifier_window(tokens, mentions, k)
-                location = self.kb.location_from_tokens(tokens, pre_start, post_end)
-                severity = self._severity(tokens, pre_start, mention, post_end)
+                # Slices, not bounds: a lexicon search over a bounded slice costs its length, not the sentence's.
+                before, after = tokens[pre_start : mention.start], tokens[mention.end : post_end]
+                location = self.kb.location_from_tokens(tokens[pre_start:post_end])
+                severity = self._severity(before, tokens[mention.start : mention.end], after)
+                sites = self._sites(before, after) if any(c in self._excluded_sites for c in mention.value) else set()
                 for category in mention.value:
-                    found.append((mention.start, Finding(category, location, severity, presence, sentence), False))
+                    if sites.isdisjoint(self._excluded_sites.get(category, ())):
+                        found.append((mention.start, Finding(category, location, severity, presence, sentence), False))
         for statement in self._normal_statements(tokens, mentions):
             for category in statement.value:
                 found.append((statement.start, Finding(category, None, None, Presence.ABSENT, sentence), True))
@@ -101,9 +112,13 @@ class RulesExtractor:
         """
         if self.kb.normal_statement_words.isdisjoint(tokens):
             return []  # the common case, skipped in one set operation
+        mention_starts = [m.start for m in mentions]
+        qualifiers = [i for i, token in enumerate(tokens) if token in NORMAL_QUALIFIERS]
         kept = []
+        clause_end = 0  # statements come in order, so the clause ends are found in one forward pass
         for statement in self.kb.normal_index.find_all(tokens):
-            if any(m.start < statement.end and statement.start < m.end for m in mentions):
+            k = bisect.bisect_left(mention_starts, statement.end) - 1  # the last mention starting inside or before it
+            if k >= 0 and mentions[k].end > statement.start:
                 continue
             # Window: back over at most MAX_NORMAL_PRE_QUALIFIER words, forward to the end of the
             # clause; a stop word that ends either side is inside ("likely normal", "normal versus").
@@ -112,10 +127,11 @@ class RulesExtractor:
                 start -= 1
                 if tokens[start] in POST_MODIFIER_STOPS:
                     break
-            end = statement.end
-            while end < len(tokens) and tokens[end] not in POST_MODIFIER_STOPS:
-                end += 1
-            if not NORMAL_QUALIFIERS.intersection(tokens[start : end + 1]):
+            clause_end = max(clause_end, statement.end)
+            while clause_end < len(tokens) and tokens[clause_end] not in POST_MODIFIER_STOPS:
+                clause_end += 1
+            q = bisect.bisect_left(qualifiers, start)
+            if q == len(qualifiers) or qualifiers[q] > clause_end:
                 kept.append(statement)
         return kept
 
@@ -134,19 +150,47 @@ class RulesExtractor:
                 break
         return start, end
 
-    def _severity(self, tokens: Sequence[str], start: int, mention: PhraseMatch, end: int) -> str | None:
+    def _severity(self, before: Sequence[str], mention: Sequence[str], after: Sequence[str]) -> str | None:
         """The closest severity before the mention, else inside its gap, else after it.
 
         The mention's last word is skipped: in "the heart is large", "large" names the finding.
         """
-        before = self.kb.severity_index.find_all(tokens, start, mention.start)
-        if before:
-            return before[-1].value
-        for lo, hi in ((mention.start, mention.end - 1), (mention.end, end)):
-            found = self.kb.severity_index.find_all(tokens, lo, hi)
+        found = self.kb.severity_index.find_all(before)
+        if found:
+            return found[-1].value
+        for words in (mention[:-1], after):
+            found = self.kb.severity_index.find_all(words)
             if found:
                 return found[0].value
         return None
+
+    def _sites(self, before: Sequence[str], after: Sequence[str]) -> set[str]:
+        """Excluded-site terms among a mention's modifiers: after it, and before it back to a coordination
+        ("soft tissue and pulmonary edema" keeps the pulmonary edema)."""
+        start = len(before)
+        while start > 0 and before[start - 1] not in POST_MODIFIER_STOPS:
+            start -= 1
+        return {m.value for words in (before[start:], after) for m in self._site_index.find_all(words)}
+
+
+def _excluded_sites(kb: KnowledgeBase) -> tuple[dict[str, frozenset[str]], PhraseIndex[str]]:
+    """Each category's ``excluded_sites`` (knowledge-base extra field) and an index of all of them.
+
+    Raises:
+        KnowledgeBaseError: a category's ``excluded_sites`` is not a list of terms.
+    """
+    excluded: dict[str, frozenset[str]] = {}
+    for category in kb.categories.values():
+        sites = category.extra.get("excluded_sites", [])
+        if not isinstance(sites, list) or not all(isinstance(s, str) and tokenize(s) for s in sites):
+            raise KnowledgeBaseError(
+                f"{kb.source}: category '{category.id}' excluded_sites must be a list of words naming body sites, "
+                f"got {sites!r}"
+            )
+        if sites:
+            excluded[category.id] = frozenset(" ".join(tokenize(s)) for s in sites)
+    terms = {site for sites in excluded.values() for site in sites}
+    return excluded, PhraseIndex(((t, t) for t in terms), add_plurals=True)
 
 
 def _drop_contradicted_normals(tagged: Sequence[tuple[Finding, bool]]) -> list[Finding]:
