@@ -4,4 +4,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$MEDFILIP_ROOT"
 bash scripts/setup_chromium.sh  # the tests screenshot every HTML page with headless Chromium
+# GPT-IE's integration test talks to a real llama.cpp server in its own environment (first build: minutes)
+bash scripts/setup_llm_server.sh >/dev/null
 python -m pytest -q tests "$@"

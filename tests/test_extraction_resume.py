@@ -43,7 +43,8 @@ def test_kill_9_then_resume(fake_openai, tmp_path):
         cached = db.execute("SELECT COUNT(*) FROM findings").fetchone()[0]
     assert cached >= requests_before - WORKERS  # lost at most the reports in flight
 
-    fake_openai.script = [Reply.good([{"category": "pleural_effusion", "presence": "present"}])]
+    fake_openai.script = [Reply.good([{"category": "pleural_effusion", "presence": "present",
+                                        "evidence": "Small left effusion."}])]  # fmt: skip
     rerun = subprocess.run(cli(fake_openai, reports, out), env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     new_requests = len(fake_openai.requests) - requests_before

@@ -1,19 +1,70 @@
 """Write findings: JSONL (one ``{"id", "triplets"}`` line per report) and a CheXpert label CSV.
 
 Every file is written to a temporary file in the same folder and moved into place with
-``os.replace``, so an interrupted run never leaves a half-written output.
+``os.replace``, so an interrupted run never leaves a half-written output. ``check_output_paths``
+refuses, before any work, outputs that would destroy an input or each other, folders, and
+existing files that the caller did not agree to replace.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from bundle.findings import Finding, Presence
 from bundle.io import atomic_open
 from bundle.knowledge.base import CHEXPERT_LABELS, KnowledgeBase
+
+
+class OutputError(ValueError):
+    """An output path that cannot or must not be written; the message names it and the fix."""
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two spellings name one file: relative paths, ``..``, symbolic and hard links."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def check_output_paths(
+    replaced: Mapping[str, Path], reused: Mapping[str, Path], inputs: Mapping[str, Path], overwrite: bool
+) -> None:
+    """Check where a run will write, before it starts; keys are the names used in messages (option names).
+
+    Args:
+        replaced: files the run writes anew; one that exists is refused unless ``overwrite``.
+        reused: files the run reads and extends (the cache), which may exist.
+        inputs: files the run reads; no output may be one of them.
+
+    Raises:
+        OutputError: an output that is an input, is another output, is a folder or lies under a
+            file, or exists without ``overwrite``.
+    """
+    outputs = {**replaced, **reused}
+    for (label, path), (input_label, source) in itertools.product(outputs.items(), inputs.items()):
+        if same_file(path, source):
+            raise OutputError(f"{label} {path} is the same file as {input_label} {source}: writing it would destroy "
+                              f"the {input_label.lstrip('-')}; choose another {label}")  # fmt: skip
+    for (label, path), (other_label, other) in itertools.combinations(outputs.items(), 2):
+        if same_file(path, other):
+            raise OutputError(f"{label} and {other_label} are both {path}; give them different paths")
+    for label, path in outputs.items():
+        if path.is_dir():
+            raise OutputError(f"{label} {path} is a folder; give the path of a file (it may be inside that folder)")
+        folder = next(parent for parent in path.absolute().parents if parent.exists())
+        if not folder.is_dir():
+            raise OutputError(f"{label} {path} cannot be created: {folder} is a file, not a folder; choose another {label}")
+    existing = [f"{label} {path}" for label, path in replaced.items() if path.exists()]
+    if existing and not overwrite:
+        one = len(existing) == 1
+        raise OutputError(
+            f"{' and '.join(existing)} already exist{'s' if one else ''}; pass --overwrite to replace "
+            f"{'it' if one else 'them'} (file permissions are kept), or choose another path. Either way reports already "
+            "in the cache are not sent to the backend again; resuming a killed run needs neither (it wrote no output)"
+        )
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping]) -> None:

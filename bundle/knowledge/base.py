@@ -16,6 +16,7 @@ to the canonical vocabulary:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,10 @@ class KnowledgeBase:
         validate_knowledge_base(data, source)
         self.source = source
         self.version: str = data["version"]
+        # sha256 of the canonical JSON: results depend on the content, which an edit can change
+        # without bumping the version
+        canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        self.fingerprint: str = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         self.categories: dict[str, Category] = {}
         for entry in data["categories"]:
             known = {"id", "name", "synonyms", "chexpert", "lists", "description", "attributes"}
