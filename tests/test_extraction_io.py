@@ -186,12 +186,13 @@ def test_writers_are_atomic_and_chexpert_aggregates(tmp_path):
 
 def test_cache_roundtrip_and_corrupt_file(tmp_path):
     result = ExtractionResult([Finding("nodule", "right upper lobe", "mild", "uncertain", "x")], 10, 3)
-    key = CacheKey("llm", "m", "v1", "kb-sha")
+    key = CacheKey("llm", "m", "v1", "response_format=auto", "kb-sha")
     with FindingsCache(tmp_path / "c.sqlite") as cache:
         cache.put("report", key, result)
         assert cache.get("report", key).findings == result.findings
         assert cache.get("report", key._replace(prompt_version="v2")) is None and len(cache) == 1
         assert cache.get("report", key._replace(knowledge_base="other")) is None
+        assert cache.get("report", key._replace(decoding="response_format=none")) is None
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ValueError, match="not a readable SQLite findings cache"):
@@ -205,6 +206,30 @@ def test_cache_from_before_content_keys_is_refused(tmp_path):
                    "TEXT, tokens_in INTEGER, tokens_out INTEGER, created REAL)")  # fmt: skip
     with pytest.raises(ValueError, match=f"cache {old} was written by an older version .* may be stale; delete it"):
         FindingsCache(old)
+
+
+def test_cache_from_before_decoding_keys_is_refused(tmp_path):
+    old = tmp_path / "v2.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE findings (text_sha256 TEXT, backend TEXT, model TEXT, prompt_version TEXT, knowledge_base "
+                   "TEXT, triplets TEXT, tokens_in INTEGER, tokens_out INTEGER, created REAL)")  # fmt: skip
+        db.execute("PRAGMA user_version=2")
+    with pytest.raises(ValueError, match="structured-output mode, so its entries may be stale"):
+        FindingsCache(old)
+
+
+def test_another_structured_output_mode_is_a_cache_miss_and_the_same_one_a_hit(tmp_path, fake_openai):
+    reports = tmp_path / "r.jsonl"
+    reports.write_text('{"id": "1", "text": "Small left pleural effusion."}\n')
+    effusion = [{"category": "pleural_effusion", "presence": "present", "evidence": "Small left pleural effusion."}]
+    fake_openai.script = [Reply.good(effusion)] * 3
+    out = tmp_path / "o.jsonl"
+    runs = [("auto", "new 1, cache hits 0"), ("json_object", "new 1, cache hits 0"), ("json_object", "new 0, cache hits 1")]
+    for mode, counts in runs:
+        run = run_cli(*llm_args(fake_openai, reports, out), "--response-format", mode, "--overwrite", env=LOCAL_KEY)
+        assert run.returncode == 0, run.stderr
+        assert counts in run.stderr
+    assert len(fake_openai.requests) == 2
 
 
 def test_editing_the_knowledge_base_without_a_version_bump_is_a_cache_miss(tmp_path, fake_openai):

@@ -1,7 +1,9 @@
 """What every extraction backend returns and raises, so the runner can drive any of them.
 
-A backend has ``backend`` (name), ``model``, ``prompt_version`` and ``kb`` (its knowledge base)
-attributes, which with the report hash make the cache key (``cache.CacheKey``), and
+A backend has ``backend`` (name), ``model``, ``prompt_version``, ``decoding`` (the settings that
+shape a reply besides the prompt: the requested structured-output mode for the LLM) and ``kb``
+(its knowledge base) attributes, which with the report hash make the cache key
+(``cache.CacheKey``), and
 ``extract(text) -> ExtractionResult``; it raises ``ExtractionFailure`` for a report it cannot
 process, and the run goes on, or ``RequestFailure`` when it got no answer at all (the runner
 stops a run whose first reports all fail that same way).
@@ -58,6 +60,7 @@ class Extractor(Protocol):
     backend: str
     model: str
     prompt_version: str
+    decoding: str
     kb: KnowledgeBase
 
     def extract(self, text: str) -> ExtractionResult: ...

@@ -1,8 +1,9 @@
 """Findings cache keyed by the report text hash and everything else that determines a result.
 
-The key (``CacheKey``): backend, model, prompt or rules version, and the knowledge base's
-content fingerprint (``KnowledgeBase.fingerprint``), so editing the knowledge base without
-bumping its version is a cache miss, never a stale result.
+The key (``CacheKey``): backend, model, prompt or rules version, decoding settings (the
+requested structured-output mode: a grammar-constrained reply and a free one differ), and the
+knowledge base's content fingerprint (``KnowledgeBase.fingerprint``), so editing the knowledge
+base without bumping its version is a cache miss, never a stale result.
 
 SQLite in WAL mode, one transaction per result. Why SQLite rather than an append-only JSONL:
 a commit is atomic, so a process killed with ``kill -9`` (or a crash mid-write) leaves either
@@ -26,20 +27,22 @@ from typing import NamedTuple
 from bundle.extraction.backend import ExtractionResult, Extractor
 from bundle.findings import Finding
 
-# PRAGMA user_version of the layout below; earlier files (0: no knowledge_base column) can serve stale results.
-SCHEMA_VERSION = 2
+# PRAGMA user_version of the layout below; earlier files (0: no knowledge_base column, 2: no decoding
+# column) can serve stale results.
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS findings (
     text_sha256 TEXT NOT NULL,
     backend TEXT NOT NULL,
     model TEXT NOT NULL,
     prompt_version TEXT NOT NULL,
+    decoding TEXT NOT NULL,
     knowledge_base TEXT NOT NULL,
     triplets TEXT NOT NULL,
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
     created REAL NOT NULL,
-    PRIMARY KEY (text_sha256, backend, model, prompt_version, knowledge_base)
+    PRIMARY KEY (text_sha256, backend, model, prompt_version, decoding, knowledge_base)
 )
 """
 
@@ -50,11 +53,12 @@ class CacheKey(NamedTuple):
     backend: str
     model: str
     prompt_version: str
+    decoding: str
     knowledge_base: str  # content fingerprint (sha256), not the version string
 
     @classmethod
     def of(cls, extractor: Extractor) -> "CacheKey":
-        return cls(extractor.backend, extractor.model, extractor.prompt_version, extractor.kb.fingerprint)
+        return cls(extractor.backend, extractor.model, extractor.prompt_version, extractor.decoding, extractor.kb.fingerprint)
 
 
 def text_hash(text: str) -> str:
@@ -87,9 +91,9 @@ class FindingsCache:
         if has_table and version != SCHEMA_VERSION:
             self._db.close()
             raise ValueError(
-                f"cache {self.path} was written by an older version that keyed results by the knowledge base's version "
-                "string only, so its entries may be stale; delete it (the next run re-extracts every report) or point "
-                "--cache at a new file"
+                f"cache {self.path} was written by an older version whose key left out the knowledge base's content "
+                "or the structured-output mode, so its entries may be stale; delete it (the next run re-extracts every "
+                "report) or point --cache at a new file"
             )
         self._db.execute(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -97,7 +101,7 @@ class FindingsCache:
     def get(self, text: str, key: CacheKey) -> ExtractionResult | None:
         row = self._db.execute(
             "SELECT triplets, tokens_in, tokens_out FROM findings "
-            "WHERE text_sha256=? AND backend=? AND model=? AND prompt_version=? AND knowledge_base=?",
+            "WHERE text_sha256=? AND backend=? AND model=? AND prompt_version=? AND decoding=? AND knowledge_base=?",
             (text_hash(text), *key),
         ).fetchone()
         if row is None:
@@ -109,7 +113,7 @@ class FindingsCache:
         """Store one result in its own transaction (atomic on disk)."""
         triplets = json.dumps([f.to_dict() for f in result.findings], ensure_ascii=False)
         self._db.execute(
-            "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (text_hash(text), *key, triplets, result.tokens_in, result.tokens_out, time.time()),
         )
 

@@ -284,6 +284,9 @@ class LLMExtractor:
         self.max_tokens = max_tokens or default_max_tokens(knowledge_base)
         self._schema = reply_schema(knowledge_base)
         self._pinned = response_format != "auto"
+        # The requested mode, not the negotiated one: lookups happen before negotiation, and "auto"
+        # settles on the same mode against the same server, so a resumed run finds its results.
+        self.decoding = f"response_format={response_format}"
         self._mode = STRUCTURED_MODES[0] if response_format == "auto" else response_format
         self._token_parameter = "max_tokens"
         self._rejected: list[str] = []  # why each mode was given up, for the one log line

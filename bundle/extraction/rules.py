@@ -53,6 +53,7 @@ class RulesExtractor:
 
     backend = "rules"
     prompt_version = RULES_VERSION
+    decoding = "deterministic"
 
     def __init__(self, knowledge_base: KnowledgeBase) -> None:
         self.kb = knowledge_base
