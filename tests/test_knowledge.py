@@ -84,6 +84,24 @@ def test_duplicate_ids_and_ambiguous_synonyms_are_rejected(raw):
         KnowledgeBase.from_dict(ambiguous)
 
 
+def test_collection_labels_name_categories_and_are_validated(raw):
+    """``collection_labels``: a collection's labels that are no synonym of their category (organisms naming
+    pneumonia in covid-chestxray); read by bundle/data/collections, checked by the schema."""
+    kb = default_knowledge_base()
+    assert "Streptococcus" in kb.categories["pneumonia"].extra["collection_labels"]["covid-chestxray"]
+    assert kb.categories["airspace_disease"].extra["collection_labels"] == {"covid-chestxray": ["ARDS"]}
+    assert kb.category_for("COVID-19") == kb.category_for("covid-19 pneumonia") == "covid19"
+    assert kb.category_for("Streptococcus") is None  # not a synonym: reports are read without it
+    bad_name = copy.deepcopy(raw)
+    bad_name["categories"][0]["collection_labels"] = {"ChestX-ray14": ["Cardiomegaly"]}
+    with pytest.raises(KnowledgeBaseError, match=r"categories/0/collection_labels.*'ChestX-ray14' does not match"):
+        KnowledgeBase.from_dict(bad_name, "kb.yaml")
+    not_a_list = copy.deepcopy(raw)
+    not_a_list["categories"][0]["collection_labels"] = {"chestx-ray14": "Cardiomegaly"}
+    with pytest.raises(KnowledgeBaseError, match=r"categories/0/collection_labels/chestx-ray14.*not of type 'array'"):
+        KnowledgeBase.from_dict(not_a_list, "kb.yaml")
+
+
 def test_missing_or_invalid_file(tmp_path):
     with pytest.raises(KnowledgeBaseError, match="does not exist"):
         KnowledgeBase.from_yaml(tmp_path / "nope.yaml")
@@ -103,7 +121,7 @@ def test_every_category_has_a_description_and_attributes_from_the_vocabulary():
     assert tuple(kb.attribute_vocabulary) == ATTRIBUTE_KEYS
     assert set(kb.attribute_vocabulary["zone"]) <= set(kb.regions)
     assert set(kb.attribute_vocabulary["laterality"]) <= set(kb.laterality)
-    assert len(kb.categories) == 50
+    assert len(kb.categories) == 51
     for category in kb.categories.values():
         assert category.description.strip() and len(category.description.split()) <= 30, category.id
         assert "\n" not in category.description and not {"ct", "ultrasound", "mri"} & set(category.description.lower().split())
