@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +41,10 @@ from bundle.extraction.llm import (  # noqa: E402
 )
 from bundle.extraction.readers import FORMATS, InputError, keep_last_per_id, read_records  # noqa: E402
 from bundle.extraction.rules import RulesExtractor  # noqa: E402
-from bundle.extraction.runner import Price, RunStopped, run_extraction  # noqa: E402
+from bundle.extraction.runner import Price, RunStopped, RunSummary, run_extraction  # noqa: E402
 from bundle.extraction.writers import check_output_paths, findings_rows, write_chexpert_csv, write_jsonl  # noqa: E402
 from bundle.knowledge.base import DEFAULT_KNOWLEDGE_BASE_PATH, KnowledgeBase, KnowledgeBaseError  # noqa: E402
+from bundle.findings import Finding  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,6 +131,20 @@ def log_to_stderr() -> None:
     bundle_logger.setLevel(logging.INFO)
 
 
+def write_outputs(
+    args: argparse.Namespace, results: list[tuple[str, list[Finding]]], summary: RunSummary, kb: KnowledgeBase,
+    failures_path: Path,
+) -> None:
+    """The findings JSONL, the CheXpert CSV and the failures list (or no stale one), each written atomically."""
+    write_jsonl(args.output, findings_rows(results))
+    if args.chexpert_csv:
+        write_chexpert_csv(args.chexpert_csv, results, kb)
+    if summary.failures:
+        write_jsonl(failures_path, summary.failures)
+    elif failures_path.exists():
+        failures_path.unlink()  # a stale list from an earlier run would mislead
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log_to_stderr()
@@ -140,31 +156,32 @@ def main(argv: list[str] | None = None) -> int:
         check_output_paths({k: v for k, v in replaced.items() if v}, {"--cache": cache_path},
                            {k: v for k, v in inputs.items() if v}, overwrite=args.overwrite)  # fmt: skip
         kb = KnowledgeBase.from_yaml(args.knowledge_base)
-        extractor = build_extractor(args, kb)
-        price = load_price(args.price_table, extractor.model)
-        text_columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
-        records, duplicates = keep_last_per_id(read_records(args.input, args.input_format, args.id_column, text_columns))
-        if duplicates:
-            warn_duplicates(duplicates, args.input)
-        with FindingsCache(cache_path) as cache:
-            results, summary = run_extraction(
-                records, extractor, cache, workers=args.workers, price=price, progress=not args.no_progress,
-                total=len(records), max_report_chars=args.max_report_chars,
-            )  # fmt: skip
+        with closing(build_extractor(args, kb)) as extractor:
+            price = load_price(args.price_table, extractor.model)
+            text_columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
+            records, duplicates = keep_last_per_id(read_records(args.input, args.input_format, args.id_column, text_columns))
+            if duplicates:
+                warn_duplicates(duplicates, args.input)
+            with FindingsCache(cache_path) as cache:
+                results, summary = run_extraction(
+                    records, extractor, cache, workers=args.workers, price=price, progress=not args.no_progress,
+                    total=len(records), max_report_chars=args.max_report_chars,
+                )  # fmt: skip
     except (InputError, KnowledgeBaseError, PrivacyError, RunStopped, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write_jsonl(args.output, findings_rows(results))
-    if args.chexpert_csv:
-        write_chexpert_csv(args.chexpert_csv, results, kb)
+    try:
+        write_outputs(args, results, summary, kb, failures_path)
+    except OSError as error:
+        print(f"error: could not write the outputs ({error}). Nothing extracted is lost: every result is in the "
+              f"cache {cache_path}; free space or choose another --output and rerun (cached reports are not "
+              "requested again)", file=sys.stderr)  # fmt: skip
+        return 2
     if summary.failures:
-        write_jsonl(failures_path, summary.failures)
         for failure in summary.failures[:10]:
             print(f"failed: {failure['id']}: {failure['reason']}", file=sys.stderr)
         if len(summary.failures) > 10:
             print(f"... {len(summary.failures) - 10} more in {failures_path}", file=sys.stderr)
-    elif failures_path.exists():
-        failures_path.unlink()  # a stale list from an earlier run would mislead
     print(summary.format(), file=sys.stderr)
     print(f"wrote {len(results)} reports to {args.output}" + (f" and {failures_path}" if summary.failures else ""), file=sys.stderr)
     return 1 if summary.failures and not results else 0

@@ -1,6 +1,8 @@
 """Readers (CSV, JSONL, .txt folder, MIMIC tree, Open-i XML), writers, cache and the CLI."""
 
 import csv
+import errno
+import importlib.util
 import json
 import os
 import sqlite3
@@ -12,11 +14,12 @@ import yaml
 
 from bundle.extraction.backend import ExtractionResult
 from bundle.extraction.cache import CacheKey, FindingsCache
+from bundle.extraction.llm import LLMExtractor
 from bundle.extraction.readers import InputError, Record, RecordError, keep_last_per_id, read_records
 from bundle.extraction.writers import chexpert_labels, write_chexpert_csv, write_jsonl
 from bundle.findings import Finding
 from bundle.knowledge.base import DEFAULT_KNOWLEDGE_BASE_PATH, default_knowledge_base
-from tests.extraction_cli import llm_args, run_cli
+from tests.extraction_cli import CLI, llm_args, run_cli
 from tests.fake_openai import Reply, fake_openai  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,3 +342,33 @@ def test_cli_existing_output_is_replaced_only_with_overwrite_keeping_its_mode(tm
     assert replaced.returncode == 0 and "cache hits 1" in replaced.stderr
     assert out.read_text() == written and stat.S_IMODE(out.stat().st_mode) == 0o640
     assert len(fake_openai.requests) == 1
+
+
+def test_a_failed_write_says_the_results_are_in_the_cache_and_a_rerun_writes_them(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("extract_findings_cli", CLI)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    reports = tmp_path / "r.jsonl"
+    reports.write_text('{"id": "a", "text": "Small left pleural effusion."}\n')
+    out = tmp_path / "o.jsonl"
+    args = ["--backend", "rules", "--input", str(reports), "--output", str(out), "--no-progress"]
+
+    def disk_full(path, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "write_jsonl", disk_full)
+    assert cli.main(args) == 2
+    said = capsys.readouterr().err
+    assert "No space left on device" in said and f"in the cache {out}.cache.sqlite" in said and "Traceback" not in said
+    assert not out.exists()
+    monkeypatch.undo()
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0 and "new 0, cache hits 1" in rerun.stderr, rerun.stderr
+    assert json.loads(out.read_text())["id"] == "a"
+
+
+def test_the_llm_extractor_closes_its_connections(fake_openai):
+    extractor = LLMExtractor(default_knowledge_base(), fake_openai.base_url, "m", "key")
+    extractor.close()
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        extractor._client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

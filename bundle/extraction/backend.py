@@ -3,7 +3,7 @@
 A backend has ``backend`` (name), ``model``, ``prompt_version``, ``decoding`` (the settings that
 shape a reply besides the prompt: the requested structured-output mode for the LLM) and ``kb``
 (its knowledge base) attributes, which with the report hash make the cache key
-(``cache.CacheKey``), and
+(``cache.CacheKey``), ``close()`` for what it holds open, and
 ``extract(text) -> ExtractionResult``; it raises ``ExtractionFailure`` for a report it cannot
 process, and the run goes on, or ``RequestFailure`` when it got no answer at all (the runner
 stops a run whose first reports all fail that same way).
@@ -64,3 +64,5 @@ class Extractor(Protocol):
     kb: KnowledgeBase
 
     def extract(self, text: str) -> ExtractionResult: ...
+
+    def close(self) -> None: ...

@@ -305,6 +305,10 @@ class LLMExtractor:
     def __repr__(self) -> str:  # never show the client (it holds the key)
         return f"LLMExtractor(model={self.model!r}, prompt={self.prompt_version!r})"
 
+    def close(self) -> None:
+        """Close the HTTP connections (idempotent)."""
+        self._client.close()
+
     @property
     def response_format(self) -> str:
         """The structured-output mode requests are sent with now."""

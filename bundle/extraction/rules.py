@@ -60,6 +60,9 @@ class RulesExtractor:
         self.model = f"kb-{knowledge_base.version}"
         self._excluded_sites, self._site_index = _excluded_sites(knowledge_base)
 
+    def close(self) -> None:
+        """Nothing to release (the backend protocol's ``close``)."""
+
     def extract(self, text: str) -> ExtractionResult:
         """Findings of one report (any section layout)."""
         return ExtractionResult(findings=self.extract_findings(text))
