@@ -5,6 +5,11 @@
         --output data/covid/datalist.json --lung-masks v7labs
     python scripts/prepare_dataset.py --collection siim-acr --root /data/siim --output data/siim/datalist.json \
         [--masks-dir data/siim/masks]
+    python scripts/prepare_dataset.py --collection rsna-pneumonia --root /data/rsna --output data/rsna/datalist.json
+    python scripts/prepare_dataset.py --collection chexpert --root /data/CheXpert-v1.0-small \
+        --output data/chexpert/datalist.json [--views frontal|all]
+    python scripts/prepare_dataset.py --collection padchest --root /data/padchest --output data/padchest/datalist.json \
+        [--views frontal|all] [--physician-only]
 
 Writes DATALIST.json (splits ``training``/``validation``/``test``, read by configs/train.json and
 configs/evaluate.json as they are) and DATALIST.summary.json (labels counted, labels without a
@@ -31,6 +36,10 @@ SPECIFIC_OPTIONS = (
                                     "help": "covid-chestxray: lung mask source (default v7labs, see docs/datasets.md)"}),
     ("--masks-dir", "masks_dir", {"type": Path,
                                   "help": "siim-acr: folder for the decoded mask PNGs (default: masks/ beside the output)"}),
+    ("--views", "views", {"choices": ("frontal", "all"),
+                          "help": "chexpert, padchest: keep frontal images only (default) or all views"}),
+    ("--physician-only", "physician_only", {"action": "store_true",
+                                            "help": "padchest: keep only the rows labelled by physicians"}),
 )  # fmt: skip
 
 

@@ -29,16 +29,16 @@ COLLECTIONS: dict[str, Collection] = {
     collection.name: collection
     for collection in (
         Collection("mimic-cxr", None),
-        Collection("chexpert", None),
+        Collection("chexpert", "chexpert", ("views",)),
         Collection("chestx-ray14", "chestxray14"),
-        Collection("rsna-pneumonia", None),
+        Collection("rsna-pneumonia", "rsna_pneumonia"),
         Collection("siim-acr", "siim_acr", ("masks_dir",)),
         Collection("vindr-cxr", None),
         Collection("covidx", None),
         Collection("covid-chestxray", "covid_chestxray", ("lung_masks",)),
         Collection("iu-xray", None),
         Collection("tbx11k", None),
-        Collection("padchest", None),
+        Collection("padchest", "padchest", ("views", "physician_only")),
     )
 }
 

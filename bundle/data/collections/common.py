@@ -18,6 +18,7 @@ import zipfile
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -80,13 +81,14 @@ def read_csv(path: Path, required_columns: Sequence[str]) -> list[dict[str, str]
 
 
 def find_table(root: Path, names: Sequence[str], what: str, fix: str) -> Path:
-    """The first of ``names`` (glob patterns, each also tried with ``.gz``) under ``root``; the last match
-    of a pattern wins, so a newer release (``Data_Entry_2017_v2020.csv``) beats an older one."""
+    """The first of ``names`` (glob patterns, each also tried with ``.gz`` and ``.zip``, as Kaggle downloads
+    single files) under ``root``; the last match of a pattern wins, so a newer release
+    (``Data_Entry_2017_v2020.csv``) beats an older one."""
     for pattern in names:
-        matches = sorted({*root.glob(pattern), *root.glob(pattern + ".gz")})
+        matches = sorted({*root.glob(pattern), *root.glob(pattern + ".gz"), *root.glob(pattern + ".zip")})
         if matches:
             return matches[-1]
-    raise CollectionError(f"no {what} under {root} (looked for {', '.join(names)}, also .gz). {fix}")
+    raise CollectionError(f"no {what} under {root} (looked for {', '.join(names)}, also .gz and .zip). {fix}")
 
 
 def index_files(folders: Iterable[Path], suffixes: Sequence[str]) -> dict[str, Path]:
@@ -167,10 +169,34 @@ class LabelMapper:
         return named
 
 
+def required_category(knowledge_base: KnowledgeBase, collection: str, label: str) -> str:
+    """The category of a collection's one label (SIIM's pneumothorax, RSNA's pneumonia).
+
+    Raises:
+        CollectionError: the knowledge base names no category for it.
+    """
+    category = LabelMapper(knowledge_base, collection).lookup(label)
+    if category is None:
+        raise CollectionError(f"the knowledge base names no category for {label!r}; add it to bundle/knowledge/knowledge_base.yaml")
+    return category
+
+
+@lru_cache(maxsize=4096)
+def _finding_record(category: str, presence: Presence, evidence: str) -> dict[str, Any]:
+    return Finding(category, presence=presence, evidence=evidence).to_dict()
+
+
+def finding_record(category: str, presence: Presence = Presence.PRESENT, evidence: str = "") -> dict[str, Any]:
+    """A finding dict without location or severity. A collection repeats a few label values over
+    hundreds of thousands of rows, and ``Finding.to_dict`` (``dataclasses.asdict``) took most of a
+    CheXpert run; the records are built once and copied."""
+    return dict(_finding_record(category, presence, evidence))
+
+
 def label_findings(named: dict[str, str]) -> list[dict[str, Any]]:
     """Present findings (no location or severity) for the categories a collection's labels name
     (``LabelMapper.read``); the evidence is the label text."""
-    return [Finding(category, presence=Presence.PRESENT, evidence=label).to_dict() for category, label in named.items()]
+    return [finding_record(category, evidence=label) for category, label in named.items()]
 
 
 # -- splits ----------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from ...io import write_bytes_atomic
 from ...knowledge.base import KnowledgeBase
 from .common import (
     CollectionError,
-    LabelMapper,
     PreparedCollection,
     SplitFractions,
     Summary,
@@ -39,6 +38,7 @@ from .common import (
     make_item,
     patient_split,
     read_csv,
+    required_category,
 )
 
 NAME = "siim-acr"
@@ -85,9 +85,7 @@ def prepare(
     table = find_table(root, ("train-rle.csv", "siim-pneumothorax-train-rle.csv"), "RLE table train-rle.csv", FIX)
     rows = read_csv(table, COLUMNS)
     summary = Summary(NAME, tables={"labels": table.name}, rows=len(rows))
-    category = LabelMapper(knowledge_base, NAME).lookup(LABEL)
-    if category is None:
-        raise CollectionError(f"the knowledge base names no category for {LABEL!r}; add it to bundle/knowledge/knowledge_base.yaml")
+    category = required_category(knowledge_base, NAME, LABEL)
     codes: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         codes[row["ImageId"]].append(row["EncodedPixels"])
