@@ -91,7 +91,7 @@ def test_a_tower_of_another_size_names_the_file_and_the_fix(pretraining_checkpoi
 @pytest.mark.parametrize("content, problem", [
     (None, "the file does not exist"),
     (b"not a checkpoint", "it cannot be read: it is truncated or not a checkpoint"),
-    ({"weight": torch.zeros(2)}, "it holds no vision tower: no entry starts with 'clip.visual.' or 'visual.'"),
+    ({"weight": torch.zeros(2)}, "it holds no vision tower: no entry starts with 'clip.visual.' or 'visual.' or 'encoder.visual.'"),
 ])
 def test_a_missing_damaged_or_foreign_file_names_the_file_and_the_fix(tmp_path, content, problem):
     path = tmp_path / "model.pt"
@@ -103,7 +103,7 @@ def test_a_missing_damaged_or_foreign_file_names_the_file_and_the_fix(tmp_path, 
         load_pretrained_tower(tiny_vit_clip().visual, path)
     assert f"from '{path}': {problem}" in str(error.value)
     assert "Fix: pass --pretrained_checkpoint the models/model.pt of a pre-training run" in str(error.value)
-    assert "--pretrained_checkpoint '' to fine-tune from a random initialisation" in str(error.value)
+    assert "--pretrained_checkpoint '' to start from a random initialisation" in str(error.value)
 
 
 @pytest.mark.parametrize("empty", ["", None])
@@ -319,7 +319,7 @@ def test_a_missing_pretrained_checkpoint_ends_with_the_file_and_the_fix(synthcxr
     assert result.returncode == 1, describe(result)
     ending = last_lines(result.stderr)
     assert f"CheckpointError: cannot load the pretrained vision tower from '{missing}': the file does not exist" in ending
-    assert "--pretrained_checkpoint '' to fine-tune from a random initialisation" in ending
+    assert "--pretrained_checkpoint '' to start from a random initialisation" in ending
 
 
 # 6. the comparison script

@@ -1,10 +1,12 @@
-"""The vision tower of a pre-training checkpoint, loaded for fine-tuning with errors that name the file and the fix.
+"""The vision tower of a pre-training checkpoint, loaded for fine-tuning and segmentation with
+errors that name the file and the fix.
 
 Pre-training (``configs/train.json``) saves the best dual encoder as ``models/model.pt``: a plain
 state dict whose vision tower entries start with ``clip.visual.`` (MedFILIP and the CLIP baseline
-alike). A periodic ``checkpoint_*.pt`` holds the same state dict under ``"model"``. Entries
-starting with ``visual.`` (an open_clip state dict, or a fine-tuned ``ChestXRayClassifier``) are
-read too. The tower must fit exactly: every tensor present, none left over, every shape equal.
+alike). A periodic ``checkpoint_*.pt`` holds the same state dict under ``"model"`` (some trainers
+write ``"state_dict"``). Entries starting with ``visual.`` (an open_clip state dict, or a
+fine-tuned ``ChestXRayClassifier``) or ``encoder.visual.`` (a segmentation network) are read too.
+The tower must fit exactly: every tensor present, none left over, every shape equal.
 """
 
 from __future__ import annotations
@@ -19,12 +21,7 @@ from torch import nn
 from .checkpoint import CheckpointError, _brief
 
 LOGGER = logging.getLogger(__name__)
-TOWER_PREFIXES = ("clip.visual.", "visual.")
-_FIX = ("pass --pretrained_checkpoint the models/model.pt of a pre-training run (python -m monai.bundle run training "
-        "--config_file configs/train.json ...), or --pretrained_checkpoint '' to fine-tune from a random initialisation")
-_TOWER_FIX = ("layer the tower overrides that pre-trained the checkpoint after configs/finetune.json (the same "
-              "--config_file files as its pre-training, e.g. configs/vit_b16.json or tests/configs/tiny_train.json), "
-              "or pass the checkpoint of a run with this tower")
+TOWER_PREFIXES = ("clip.visual.", "visual.", "encoder.visual.")
 
 
 def _listed(names: Sequence[str], most: int = 3) -> str:
@@ -38,8 +35,8 @@ def tower_state(checkpoint: Mapping[str, object], prefixes: Sequence[str] = TOWE
     Raises:
         KeyError: no entry starts with any of ``prefixes``.
     """
-    state = checkpoint.get("model", checkpoint)
-    state = state if isinstance(state, Mapping) else checkpoint
+    state = next((checkpoint[key] for key in ("model", "state_dict") if isinstance(checkpoint.get(key), Mapping)),
+                 checkpoint)
     for prefix in prefixes:
         tower = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
         if tower:
@@ -60,10 +57,18 @@ def tower_mismatch(tower: nn.Module, state: Mapping[str, torch.Tensor]) -> str |
     return "; ".join(problems) or None
 
 
-def load_pretrained_tower(tower: nn.Module, checkpoint: str | Path | None) -> nn.Module:
+def load_pretrained_tower(
+    tower: nn.Module,
+    checkpoint: str | Path | None,
+    setting: str = "pretrained_checkpoint",
+    random_value: str = "''",
+    configs: str = "configs/finetune.json",
+) -> nn.Module:
     """Fill ``tower`` (an open_clip ``CLIP.visual``) from a pre-training checkpoint and return it.
 
     An empty or None ``checkpoint`` leaves the random initialisation and logs that it does.
+    ``setting`` (the config key that names the file), ``random_value`` (its value for a random
+    start) and ``configs`` (the config the tower overrides follow) only word the fixes.
 
     Raises:
         CheckpointError: the file is missing, cannot be read, holds no vision tower, or holds one
@@ -71,11 +76,17 @@ def load_pretrained_tower(tower: nn.Module, checkpoint: str | Path | None) -> nn
             file and the fix.
     """
     if checkpoint is None or str(checkpoint).strip() == "":
-        LOGGER.info("pretrained_checkpoint is empty: the vision tower starts from a random initialisation")
+        LOGGER.info(f"{setting} is empty: the vision tower starts from a random initialisation")
         return tower
     path = Path(checkpoint)
+    file_fix = (f"pass --{setting} the models/model.pt of a pre-training run (python -m monai.bundle run training "
+                f"--config_file configs/train.json ...), or --{setting} {random_value} to start from a random "
+                "initialisation")  # fmt: skip
+    tower_fix = (f"layer the tower overrides that pre-trained the checkpoint after {configs} (the same --config_file "
+                 "files as its pre-training, e.g. configs/vit_b16.json or tests/configs/tiny_train.json), or pass the "
+                 "checkpoint of a run with this tower")  # fmt: skip
 
-    def error(problem: str, fix: str = _FIX) -> CheckpointError:
+    def error(problem: str, fix: str = file_fix) -> CheckpointError:
         return CheckpointError(f"cannot load the pretrained vision tower from '{path}': {problem}. Fix: {fix}")
 
     if not path.is_file():
@@ -90,7 +101,7 @@ def load_pretrained_tower(tower: nn.Module, checkpoint: str | Path | None) -> nn
         raise error(f"it holds no vision tower: {err.args[0]}") from None
     mismatch = tower_mismatch(tower, state)
     if mismatch:
-        raise error(f"its vision tower does not fit the configured network: {mismatch}", _TOWER_FIX)
+        raise error(f"its vision tower does not fit the configured network: {mismatch}", tower_fix)
     tower.load_state_dict(state, strict=True)
     LOGGER.info(f"Loaded the pretrained vision tower from {path} ({len(state)} tensors under '{prefix}')")
     return tower
