@@ -72,3 +72,18 @@ def test_validation_auc_skips_categories_without_positives():
     metric(torch.rand(4, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="AUC is undefined"):
         metric.aggregate()
+
+
+def test_stored_outputs_attached_to_a_graph_or_on_a_device_stack_to_plain_arrays():
+    import torch
+    from monai.data import MetaTensor
+
+    from bundle.engines.zero_shot import stack_outputs
+
+    weight = torch.ones(2, requires_grad=True)
+    batch_scores = [MetaTensor(torch.tensor([0.2, 0.9]) * weight), MetaTensor(torch.tensor([0.7, 0.1]) * weight)]
+    outputs = [(batch_scores, [torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])])]
+    scores, labels = stack_outputs(outputs)
+    assert type(scores) is np.ndarray and scores.shape == (2, 2)
+    np.testing.assert_allclose(scores, [[0.2, 0.9], [0.7, 0.1]], rtol=1e-6)
+    np.testing.assert_array_equal(labels, [[0, 1], [1, 0]])

@@ -97,10 +97,15 @@ class ZeroShotInferer(Inferer):
 def stack_outputs(outputs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Stack what ``EpochOutputStore(output_transform=from_engine(["pred", "label"]))`` collected.
 
-    Returns ``(scores, labels)``, each ``[N, C]``.
+    Returns ``(scores, labels)``, each ``[N, C]``. The stored tensors may be on the GPU the
+    evaluator ran on, or still attached to a graph: both are moved to plain CPU arrays.
     """
-    scores = [torch.as_tensor(np.asarray(p)) for pred, _ in outputs for p in pred]
-    labels = [torch.as_tensor(np.asarray(y)) for _, label in outputs for y in label]
+
+    def on_cpu(value: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(torch.as_tensor(value).detach().cpu()))
+
+    scores = [on_cpu(p) for pred, _ in outputs for p in pred]
+    labels = [on_cpu(y) for _, label in outputs for y in label]
     if not scores:
         raise ValueError("no outputs were collected: the evaluated split is empty")
     return torch.stack(scores).numpy(), torch.stack(labels).numpy()
