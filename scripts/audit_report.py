@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monai.bundle import ConfigParser  # noqa: E402
 
 from bundle.data.datalist import DatalistError  # noqa: E402
+from bundle.engines.errors import error_chain  # noqa: E402
 from bundle.io import atomic_open  # noqa: E402
 from bundle.knowledge.audit import RunSettings, category_order, render_audit_page  # noqa: E402
 from bundle.knowledge.base import KnowledgeBase  # noqa: E402
@@ -56,13 +57,9 @@ def load_parser(config_files: list[str], overrides: dict[str, Any]) -> ConfigPar
     return parser
 
 
-def _datalist_problem(error: BaseException | None) -> DatalistError | None:
+def _datalist_problem(error: BaseException) -> DatalistError | None:
     """The ``DatalistError`` behind a MONAI evaluation error (MONAI wraps it in a RuntimeError)."""
-    while error is not None:
-        if isinstance(error, DatalistError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    return next((cause for cause in error_chain(error) if isinstance(cause, DatalistError)), None)
 
 
 def _component(parser: ConfigParser, config_id: str) -> str:

@@ -7,11 +7,9 @@ the project writes is checked (``scripts/setup_chromium.sh`` installs it).
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from PIL import Image
 from bundle.knowledge import default_knowledge_base
 from bundle.knowledge.audit import HELD_OUT_BADGE, render_audit_page
 from bundle.knowledge.iki import FindingTextComposer
+from tests.bundle_cli import describe, make_synthcxr, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = json.loads((REPO / "configs/train.json").read_text())
@@ -41,20 +40,15 @@ METRICS = {
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run a repository script as a user would (offline, the repo importable), failing with its output."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true")
-    command = [sys.executable, *args]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    output = f"STDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-3000:]}"
-    assert result.returncode == 0, f"{' '.join(command)}\n{output}"
+    result = run_script(*args)
+    assert result.returncode == 0, describe(result)
     return result
 
 
 @pytest.fixture(scope="module")
 def synthcxr(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthcxr")
-    run_cli("scripts/make_demo_data.py", "--out", str(out), "--n", "60", "--size", "64", "--seed", "3",
-            "--unseen", ",".join(HELD_OUT), "--workers", "1", "--quiet")  # fmt: skip
-    return out
+    return make_synthcxr(out, 60, "--unseen", ",".join(HELD_OUT), "--workers", "1")
 
 
 @pytest.fixture(scope="module")

@@ -8,32 +8,29 @@ cores, most of it the start-up of the 12 CLI processes.
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.bundle_cli import describe, make_synthcxr, run_script
+
 VARIANTS = ["clip_baseline", "medfilip", "no_iki", "no_field_masking", "no_ssm", "no_itm"]
 WITH_ITM_HEAD = {"medfilip", "no_iki", "no_field_masking", "no_ssm"}
 RECALLS = [f"{direction}_recall@{k}" for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)]
 
 
 def compare(dataset: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "scripts/compare_methods.py", "--dataset_dir", str(dataset), "--variants",
-               ",".join(VARIANTS), "--seeds", "0", "--output", str(output),
-               "--extra_config", "tests/configs/tiny_train.json",
-               "--override", "max_epochs=1", "--override", "track_mlflow=false", *extra]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"STDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
+    result = run_script("scripts/compare_methods.py", "--dataset_dir", str(dataset), "--variants", ",".join(VARIANTS),
+                        "--seeds", "0", "--output", str(output), "--extra_config", "tests/configs/tiny_train.json",
+                        "--override", "max_epochs=1", "--override", "track_mlflow=false", *extra, timeout=900)
+    assert result.returncode == 0, describe(result)
     return result
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     data = tmp_path_factory.mktemp("synthcxr")
-    subprocess.run([sys.executable, "scripts/make_demo_data.py", "--out", str(data), "--n", "80", "--size", "64",
-                    "--seed", "3", "--unseen", "mass,bulla", "--quiet"], cwd=REPO, check=True, timeout=300)
+    make_synthcxr(data, 80, "--unseen", "mass,bulla")
     output = tmp_path_factory.mktemp("compare")
     return data, output, compare(data, output, "--docs_dir", str(output / "docs"))
 
@@ -75,9 +72,8 @@ def test_rerun_skips_finished_runs(compared):
 
 def test_a_failed_run_stops_with_the_stderr_tail_and_the_command(compared, tmp_path):
     data, _, _ = compared
-    command = [sys.executable, "scripts/compare_methods.py", "--dataset_dir", str(data), "--variants", "medfilip",
-               "--output", str(tmp_path), "--override", "image_size=not_a_size", "--override", "track_mlflow=false"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_script("scripts/compare_methods.py", "--dataset_dir", str(data), "--variants", "medfilip", "--output",
+                        str(tmp_path), "--override", "image_size=not_a_size", "--override", "track_mlflow=false")
     assert result.returncode == 1
     assert "medfilip seed 0 training failed" in result.stderr and "Rerun this step with:" in result.stderr
     assert "monai.bundle run training" in result.stderr

@@ -5,9 +5,6 @@ nothing is downloaded; the end-to-end run trains one epoch of the tiny network t
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from bundle.knowledge import default_knowledge_base
 from bundle.knowledge.iki import FindingText, TextKind
 from bundle.losses import FindingsVocabulary, SemanticSimilarityMatrix, SentenceEmbedder
 from bundle.transforms import EmbedTextsd
+from tests.bundle_cli import TINY, describe, make_synthcxr, run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["no", "pleural", "effusion", "nodule", "mild", "moderate", "left", "right", "base", "opaque", "round",
@@ -152,17 +150,10 @@ def test_override_without_a_model_path_refuses_with_the_flag_to_set():
 
 
 def test_training_through_the_cli_with_the_blend(model_dir, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               MLFLOW_DISABLE_TELEMETRY="true")  # fmt: skip
-    data = tmp_path / "synthcxr"
-    subprocess.run([sys.executable, "scripts/make_demo_data.py", "--out", str(data), "--n", "60", "--size", "64",
-                    "--seed", "3", "--quiet"], cwd=REPO, env=env, check=True, timeout=300)  # fmt: skip
-    configs = "['configs/train.json','configs/sentence_ssm.json','tests/configs/tiny_train.json']"
-    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs,
-               "--meta_file", "metadata.json", "--logging_file", "configs/logging.conf", "--dataset_dir", str(data),
-               "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
-               "--sentence_model_path", str(model_dir), "--max_epochs", "1", "--track_mlflow", "false"]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"STDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
+    data = make_synthcxr(tmp_path / "synthcxr", 60)
+    configs = ("configs/train.json", "configs/sentence_ssm.json", TINY)
+    result = run_bundle(tmp_path, data, "training", "--sentence_model_path", str(model_dir), "--max_epochs", "1",
+                        "--track_mlflow", "false", configs=configs, timeout=600)  # fmt: skip
+    assert result.returncode == 0, describe(result)
     assert "Epoch[1]" in result.stdout + result.stderr
     assert (tmp_path / "models/checkpoint_checkpoint_epoch=1.pt").is_file()
