@@ -2,7 +2,7 @@
 
     python scripts/make_demo_data.py --out data/synthcxr --n 2000 --size 224 --seed 0 \
         [--unseen mass,bulla] [--val-fraction 0.1 --test-fraction 0.2] [--normal-fraction 0.25] [--workers 2] \
-        [--overwrite]
+        [--overwrite] [--layout synthcxr|mimic-cxr]
 
 Writes ``images/``, ``reports/``, ``masks/lung/``, ``masks/lesion/``, ``findings/``,
 ``synthcxr_manifest.json`` and ``datalist.json`` under ``--out`` (see docs/data.md). The same
@@ -12,6 +12,11 @@ out of training and validation and appear only in the test split.
 ``--out`` must be new, empty, or written by this script with the same arguments (a complete data
 set is then left as it is, an interrupted one is written again); ``--overwrite`` writes into any
 folder, deleting only the files an earlier SynthCXR run recorded there.
+
+``--layout mimic-cxr`` writes the same studies as MIMIC-CXR-JPG lays them out (image and report
+trees, gzipped metadata/split/chexpert tables; ``bundle/data/synthcxr/mimic_layout.py``) for
+``scripts/prepare_dataset.py --collection mimic-cxr``; ``--out`` must then be new or empty
+(``--overwrite``: write into it anyway), and ``--unseen`` does not apply (the layout cannot record it).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data.synthcxr import CATEGORY_RECIPES, write_dataset  # noqa: E402
 from bundle.data.synthcxr.dataset import SPLITS  # noqa: E402
+from bundle.data.synthcxr.mimic_layout import write_mimic_layout  # noqa: E402
+
+LAYOUTS = ("synthcxr", "mimic-cxr")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write into a folder that holds other data or another SynthCXR data set; deletes only "
                              "the files an earlier SynthCXR run recorded there, keeps every other file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--layout", choices=LAYOUTS, default="synthcxr",
+                        help="synthcxr (default: images, masks, datalist.json) or mimic-cxr (MIMIC-CXR-JPG's files, "
+                             "reports and tables, for scripts/prepare_dataset.py --collection mimic-cxr)")
     args = parser.parse_args(argv)
     args.unseen = [name.strip() for name in args.unseen.split(",") if name.strip()]
     unknown = [name for name in args.unseen if name not in CATEGORY_RECIPES]
@@ -51,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--unseen {','.join(unknown)}: not a SynthCXR category; choose from {', '.join(CATEGORY_RECIPES)}"
         )
+    if args.unseen and args.layout == "mimic-cxr":
+        parser.error("--unseen does not apply to --layout mimic-cxr: its tables have no place for held-out categories")
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
     if args.size < 32:
@@ -64,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
+        if args.layout == "mimic-cxr":
+            metadata = write_mimic_layout(
+                args.out, n=args.n, size=args.size, seed=args.seed, val_fraction=args.val_fraction,
+                test_fraction=args.test_fraction, normal_fraction=args.normal_fraction, workers=args.workers,
+                progress=not args.quiet, overwrite=args.overwrite,
+            )
+            if not args.quiet:
+                print(f"{args.out} holds {args.n} studies in the MIMIC-CXR-JPG layout ({metadata.name} and the other "
+                      f"tables, files/, mimic-cxr-reports/) in {time.perf_counter() - start:.1f} s; next: "
+                      f"python scripts/prepare_dataset.py --collection mimic-cxr --root {args.out} --output DATALIST.json")
+            return 0
         datalist_path = write_dataset(
             args.out, n=args.n, size=args.size, seed=args.seed, unseen=args.unseen,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction,

@@ -53,15 +53,16 @@ def assert_patient_disjoint(prepared) -> None:
 # -- registry and shared parts ---------------------------------------------------------------------------
 
 
-def test_registry_names_all_eleven_and_unbuilt_ones_say_so():
+def test_registry_names_all_eleven_and_unbuilt_ones_say_so(monkeypatch):
     assert list(collections.COLLECTIONS) == [
         "mimic-cxr", "chexpert", "chestx-ray14", "rsna-pneumonia", "siim-acr", "vindr-cxr", "covidx",
         "covid-chestxray", "iu-xray", "tbx11k", "padchest",
     ]  # fmt: skip
-    assert collections.available() == ["chexpert", "chestx-ray14", "rsna-pneumonia", "siim-acr", "covid-chestxray",
-                                       "padchest"]  # fmt: skip
-    with pytest.raises(collections.CollectionError, match="'mimic-cxr' is not available yet"):
-        collections.adapter("mimic-cxr")
+    assert collections.available() == list(collections.COLLECTIONS)
+    assert all(callable(collections.adapter(name).prepare) for name in collections.COLLECTIONS)
+    monkeypatch.setitem(collections.COLLECTIONS, "planned", collections.Collection("planned", None))
+    with pytest.raises(collections.CollectionError, match="'planned' is not available yet"):
+        collections.adapter("planned")
     with pytest.raises(collections.CollectionError, match="unknown collection 'nih'"):
         collections.adapter("nih")
 
@@ -180,7 +181,7 @@ def test_covid_chestxray_real_metadata(realdata):
 def test_covid_chestxray_hierarchical_findings_and_bad_rows(tmp_path):
     (tmp_path / "images").mkdir()
     rows = [("1", "Pneumonia/Viral/COVID-19", "PA"), ("2", "Pneumonia/Bacterial/Streptococcus", "AP"),
-            ("3", "Tuberculosis", "PA"), ("4", "Unknown", "PA"), ("5", "COVID-19", "L"), ("6", "No Finding", "AP Supine"),
+            ("3", "Sarcoidosis", "PA"), ("4", "Unknown", "PA"), ("5", "COVID-19", "L"), ("6", "No Finding", "AP Supine"),
             ("7", "COVID-19, ARDS", "PA")]  # fmt: skip
     lines = ["patientid,finding,view,modality,folder,filename"]
     for patient, finding, view in rows:
@@ -192,9 +193,9 @@ def test_covid_chestxray_hierarchical_findings_and_bad_rows(tmp_path):
     findings = {item["patient_id"]: [f["category"] for f in item["findings"]]
                 for items in prepared.splits.values() for item in items}  # fmt: skip
     assert findings == {"1": ["pneumonia", "covid19"], "2": ["pneumonia"], "6": []}
-    assert prepared.summary.unmapped_labels == {"Tuberculosis": 1}
+    assert prepared.summary.unmapped_labels == {"Sarcoidosis": 1}  # (Tuberculosis has a category since 0.7.0)
     assert prepared.summary.skipped == {
-        "labels name no knowledge-base category": ["line 4 (p3.png): Tuberculosis"],
+        "labels name no knowledge-base category": ["line 4 (p3.png): Sarcoidosis"],
         "no finding label": ["line 5 (p4.png)"],
         "not a frontal X-ray (modality X-ray, view PA/AP/AP Supine)": ["line 6 (p5.png): X-ray L"],
     }
@@ -325,7 +326,7 @@ def test_cli_end_to_end_on_the_real_covid_collection(realdata, tmp_path):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--collection", "mimic-cxr"], "'mimic-cxr' is not available yet"),
+    [(["--collection", "mimic-cxr"], "no metadata table mimic-cxr-2.0.0-metadata.csv"),
      (["--collection", "chestx-ray14", "--lung-masks", "v7labs"], None),
      (["--collection", "chestx-ray14"], "no label table Data_Entry_2017"),
      (["--collection", "chestx-ray14", "--root", "/nonexistent"], "is not a folder")],

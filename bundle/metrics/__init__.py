@@ -3,15 +3,17 @@
 from .auc import ScorableMacroROCAUCMetric
 from .classification import classification_metrics, max_f1_thresholds, plot_roc_curves
 from .retrieval import chance_recall_at_k, mean_text_embedding, recall_at_k, relevance_from_labels, rerank_top_k
-from .zero_shot_report import retrieval_report, zero_shot_report
+from .zero_shot_report import bootstrap_auc_intervals, preset_categories, retrieval_report, zero_shot_report
 
 __all__ = [
     "ScorableMacroROCAUCMetric",
+    "bootstrap_auc_intervals",
     "chance_recall_at_k",
     "classification_metrics",
     "max_f1_thresholds",
     "mean_text_embedding",
     "plot_roc_curves",
+    "preset_categories",
     "recall_at_k",
     "relevance_from_labels",
     "rerank_top_k",

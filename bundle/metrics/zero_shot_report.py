@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks import eval_mode
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..engines.zero_shot import stack_outputs
 from ..io import write_json_atomic
+from ..knowledge.base import KnowledgeBase
 from .classification import classification_metrics, max_f1_thresholds, plot_roc_curves
 from .retrieval import (
     RELEVANCE_RULE,
@@ -25,18 +27,71 @@ from .retrieval import (
 )
 
 METRIC_COLUMNS = ("auc", "f1", "accuracy", "sensitivity", "specificity")
+CONFIDENCE = 0.95
+BOOTSTRAP_METHOD = ("percentile interval; test images resampled with replacement, the same resamples for every "
+                    "category; resamples without both classes of a category are dropped for it")  # fmt: skip
 
 
-def format_table(results: dict[str, dict[str, float]], title: str) -> str:
-    """A Markdown table of per-category metrics, macro row last."""
-    lines = [f"### {title}", "", "| category | positives | " + " | ".join(METRIC_COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(METRIC_COLUMNS)]
+def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
+    """A Markdown table of per-category metrics (with the AUC's bootstrap interval where given), macro row last."""
+    lines = [f"### {title}", "", "| category | positives | auc 95% CI | " + " | ".join(METRIC_COLUMNS) + " |",
+             "|---|---:|---:|" + "---:|" * len(METRIC_COLUMNS)]
     for category, row in results.items():
         cells = ["" if math.isnan(row[m]) else f"{row[m]:.3f}" for m in METRIC_COLUMNS]
         positives = "" if category == "macro" else str(row["positives"])
+        interval = row.get("auc_ci95")
+        span = f"{interval[0]:.3f}–{interval[1]:.3f}" if interval and not math.isnan(interval[0]) else ""
         name = "**macro**" if category == "macro" else category
-        lines.append(f"| {name} | {positives} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {positives} | {span} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bootstrap_auc_intervals(
+    scores: np.ndarray, labels: np.ndarray, resamples: int = 1000, seed: int = 0, confidence: float = CONFIDENCE
+) -> np.ndarray:
+    """Percentile bootstrap intervals of each column's ROC AUC, ``[C, 2]`` (NaN for a column without both classes).
+
+    Each resample draws N images with replacement (seeded; the same draws for every column, so the
+    intervals of two categories come from the same resampled test sets). A resample is a weight per
+    image, and the AUC is the Mann-Whitney statistic over the sorted scores (ties count one half),
+    so no resampled array is ever built. Resamples without both classes are dropped for that column.
+    """
+    if resamples < 1:
+        raise ValueError(f"bootstrap resamples must be at least 1, got {resamples}")
+    count, columns = labels.shape
+    weights = np.random.default_rng(seed).multinomial(count, np.full(count, 1.0 / count), size=resamples)
+    weights = weights.astype(np.int32)  # counts up to N: half the memory of int64 on large test sets
+    intervals = np.full((columns, 2), np.nan)
+    tail = 100 * (1 - confidence) / 2
+    for column in range(columns):
+        positive = labels[:, column] > 0
+        if positive.all() or not positive.any():
+            continue
+        order = np.argsort(scores[:, column], kind="stable")
+        ordered = scores[order, column]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # one group per distinct score
+        aucs = [_weighted_aucs(weights[chunk:chunk + 100][:, order], positive[order], starts)
+                for chunk in range(0, resamples, 100)]  # fmt: skip
+        intervals[column] = np.percentile(np.concatenate(aucs), [tail, 100 - tail])
+    return intervals
+
+
+def _weighted_aucs(drawn: np.ndarray, positive: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The AUC of each row of image weights ``drawn`` ``[R, N]`` (images sorted by score; ``starts`` opens
+    each run of equal scores); rows without both classes are left out."""
+    positives = np.add.reduceat(drawn * positive, starts, axis=1).astype(np.float64)
+    negatives = np.add.reduceat(drawn * ~positive, starts, axis=1).astype(np.float64)
+    below = np.cumsum(negatives, axis=1) - negatives
+    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+    valid = pairs > 0
+    return (positives * (below + 0.5 * negatives)).sum(axis=1)[valid] / pairs[valid]
+
+
+def single_class_categories(labels: np.ndarray, categories: Sequence[str]) -> dict[str, str]:
+    """Category -> why it cannot be scored: ``no positive`` / ``no negative`` in the labels."""
+    positives = labels.sum(axis=0)
+    return {category: "no positive" if positives[c] == 0 else "no negative"
+            for c, category in enumerate(categories) if positives[c] in (0, len(labels))}  # fmt: skip
 
 
 def format_retrieval_table(retrieval: Mapping[str, Any]) -> str:
@@ -159,6 +214,27 @@ def _recall_keys(recalls: Mapping[int, float]) -> dict[str, float]:
     return {f"recall@{k}": value for k, value in recalls.items()}
 
 
+def preset_categories(knowledge_base: KnowledgeBase, list_name: str, datalist: Mapping[str, Any]) -> list[str]:
+    """The categories of a zero-shot preset: the knowledge base's list ``list_name``.
+
+    Categories of the list that the datalist lacks stay in (they have no positive, so the report
+    skips and lists them).
+
+    Raises:
+        ValueError: the knowledge base has no such list, or the datalist names none of its categories
+            (the preset is run on another collection's datalist).
+    """
+    categories = knowledge_base.ids_in_list(list_name)
+    if not categories:
+        raise ValueError(f"the knowledge base ({knowledge_base.source}) has no category in the list {list_name!r}")
+    if not set(categories) & set(datalist.get("categories", [])):
+        raise ValueError(
+            f"the datalist {datalist.get('name', '')!r} names none of the {list_name} categories ({', '.join(categories)}); "
+            "pass --dataset_dir of a datalist prepared for this preset (docs/evaluation.md, Presets)"
+        )
+    return categories
+
+
 def zero_shot_report(
     validation_outputs: Sequence[Any],
     test_outputs: Sequence[Any],
@@ -166,6 +242,9 @@ def zero_shot_report(
     unseen_categories: Sequence[str],
     output_dir: str | Path,
     retrieval: Mapping[str, Any] | None = None,
+    bootstrap_resamples: int = 1000,
+    bootstrap_seed: int = 0,
+    rarest: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Score the test split with per-category thresholds chosen on the validation split.
 
@@ -176,25 +255,46 @@ def zero_shot_report(
         unseen_categories: the ones held out of training; reported in their own group.
         output_dir: where ``zero_shot_metrics.json`` and ``zero_shot_roc.png`` go.
         retrieval: a :func:`retrieval_report`, stored under ``"retrieval"`` in the same JSON.
+        bootstrap_resamples, bootstrap_seed: the AUC's 95 % interval per category
+            (:func:`bootstrap_auc_intervals`).
+        rarest: extra groups of the rarest scored categories, ``{group name: how many}`` (PadChest's
+            ``padchest20``): the categories with the fewest test positives (ties by name).
 
     Categories with no validation positive (the unseen ones, by construction) get the mean of the
-    other categories' validation thresholds (``max_f1_thresholds``).
+    other categories' validation thresholds (``max_f1_thresholds``). A category without a positive
+    or without a negative in test has no AUC: it is left out of every group and mean, and listed
+    under ``"skipped"`` with the reason.
     """
     val_scores, val_labels = stack_outputs(validation_outputs)
     test_scores, test_labels = stack_outputs(test_outputs)
     thresholds = max_f1_thresholds(val_scores, val_labels)
-    report: dict[str, Any] = {"thresholds_from": "validation", "n_validation": len(val_scores), "n_test": len(test_scores)}
-    groups = {"seen": [c for c in categories if c not in unseen_categories], "unseen": list(unseen_categories)}
+    skipped = single_class_categories(test_labels, categories)
+    intervals = bootstrap_auc_intervals(test_scores, test_labels, bootstrap_resamples, bootstrap_seed)
+    report: dict[str, Any] = {
+        "thresholds_from": "validation", "n_validation": len(val_scores), "n_test": len(test_scores),
+        "bootstrap": {"resamples": bootstrap_resamples, "seed": bootstrap_seed, "confidence": CONFIDENCE,
+                      "method": BOOTSTRAP_METHOD},
+        "skipped": {category: f"{reason} in test" for category, reason in skipped.items()},
+    }  # fmt: skip
+    scored = [c for c in categories if c not in skipped]
+    groups = {"seen": [c for c in scored if c not in unseen_categories], "unseen": [c for c in scored if c in unseen_categories]}
+    positives = test_labels.sum(axis=0)
+    for name, size in (rarest or {}).items():
+        groups[name] = sorted(scored, key=lambda c: (positives[categories.index(c)], c))[:size]
     tables = []
     for group, members in groups.items():
-        columns = [categories.index(c) for c in members if c in categories]
-        if not columns:
+        if not members:
             continue
-        results = classification_metrics(
-            test_scores[:, columns], test_labels[:, columns], thresholds[columns], [categories[c] for c in columns]
+        columns = [categories.index(c) for c in members]
+        results: dict[str, dict[str, Any]] = classification_metrics(
+            test_scores[:, columns], test_labels[:, columns], thresholds[columns], members
         )
+        for category, column in zip(members, columns):
+            results[category]["auc_ci95"] = [float(bound) for bound in intervals[column]]
         report[group] = results
         tables.append(format_table(results, f"Zero-shot classification, {group} categories (test split)"))
+    if skipped:
+        tables.append("Skipped (no AUC on the test split): " + ", ".join(f"{c} ({r})" for c, r in report["skipped"].items()))
     if retrieval is not None:
         report["retrieval"] = dict(retrieval)
         tables.append(format_retrieval_table(retrieval))

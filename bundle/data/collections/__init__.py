@@ -28,16 +28,16 @@ class Collection:
 COLLECTIONS: dict[str, Collection] = {
     collection.name: collection
     for collection in (
-        Collection("mimic-cxr", None),
+        Collection("mimic-cxr", "mimic_cxr", ("views", "findings", "extraction_cache")),
         Collection("chexpert", "chexpert", ("views",)),
         Collection("chestx-ray14", "chestxray14"),
         Collection("rsna-pneumonia", "rsna_pneumonia"),
         Collection("siim-acr", "siim_acr", ("masks_dir",)),
-        Collection("vindr-cxr", None),
-        Collection("covidx", None),
+        Collection("vindr-cxr", "vindr_cxr"),
+        Collection("covidx", "covidx"),
         Collection("covid-chestxray", "covid_chestxray", ("lung_masks",)),
-        Collection("iu-xray", None),
-        Collection("tbx11k", None),
+        Collection("iu-xray", "iu_xray", ("views", "findings", "extraction_cache")),
+        Collection("tbx11k", "tbx11k"),
         Collection("padchest", "padchest", ("views", "physician_only")),
     )
 }

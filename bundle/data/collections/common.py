@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import os
 import zipfile
 from collections import Counter, defaultdict
@@ -22,10 +23,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ...extraction.backend import Extractor
+from ...extraction.cache import FindingsCache
+from ...extraction.readers import Record
+from ...extraction.rules import RulesExtractor
+from ...extraction.runner import RunStopped, run_extraction
 from ...findings import Finding, Presence
 from ...io import write_json_atomic
 from ...knowledge.base import KnowledgeBase, KnowledgeBaseError
-from ..datalist import PATH_KEYS, SPLITS
+from ..datalist import PATH_KEYS, SPLITS, finding_problem
 
 # "absent": the collection labels every category of its list for every image, so silence is a
 # negative; "unknown": it does not, so silence says nothing (bundle/losses/ssm.py reads this).
@@ -197,6 +203,108 @@ def label_findings(named: dict[str, str]) -> list[dict[str, Any]]:
     """Present findings (no location or severity) for the categories a collection's labels name
     (``LabelMapper.read``); the evidence is the label text."""
     return [finding_record(category, evidence=label) for category, label in named.items()]
+
+
+# -- reports -> findings (collections of images with reports: mimic-cxr, iu-xray) ------------------------
+
+
+@dataclass
+class ReportFindings:
+    """Where a report collection's findings come from.
+
+    Either ``extractor`` (a ``bundle.extraction`` backend; the rules backend when None) reads each
+    report through ``cache`` (a ``FindingsCache``: a rerun, or a report that
+    scripts/extract_findings.py already read with the same backend and knowledge base, costs no
+    extraction), or ``precomputed`` holds the findings of an earlier run by report id
+    (:func:`read_findings_jsonl`) and nothing is extracted. ``progress`` shows the extraction's bar.
+    """
+
+    extractor: Extractor | None = None
+    cache: FindingsCache | None = None
+    precomputed: dict[str, list[dict[str, Any]]] | None = None
+    source: str = ""
+    progress: bool = False
+
+
+def read_findings_jsonl(path: Path, knowledge_base: KnowledgeBase) -> dict[str, list[dict[str, Any]]]:
+    """Report id -> finding records from scripts/extract_findings.py's output (one ``{"id", "triplets"}``
+    line per report; a later line with the same id wins, as there).
+
+    Raises:
+        CollectionError: the file is missing, a line is not such an object, or a finding is invalid or
+            names a category the knowledge base lacks (naming the line and the fix).
+    """
+    fix = f"Write it with scripts/extract_findings.py (any backend) and this knowledge base ({knowledge_base.source})."
+    if not path.is_file():
+        raise CollectionError(f"findings file {path} does not exist. {fix}")
+    findings: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{line_number}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise CollectionError(f"{where} is not JSON ({error.msg}). {fix}") from None
+                if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("triplets"), list):
+                    raise CollectionError(f'{where} is not an object {{"id": "...", "triplets": [...]}}. {fix}')
+                for record in row["triplets"]:
+                    problem = finding_problem(record, knowledge_base.categories)
+                    if problem:
+                        raise CollectionError(f"{where} (report {row['id']!r}): {problem}. {fix}")
+                findings[row["id"]] = [Finding.from_dict(record).to_dict() for record in row["triplets"]]
+    except (OSError, UnicodeDecodeError) as error:
+        raise CollectionError(f"findings file {path} cannot be read ({error}). {fix}") from None
+    return findings
+
+
+def report_findings(
+    reports: dict[str, str | None],
+    aliases: dict[str, Sequence[str]],
+    source: ReportFindings,
+    knowledge_base: KnowledgeBase,
+    summary: Summary,
+) -> dict[str, list[dict[str, Any]]]:
+    """Finding records of each report id in ``reports`` (id -> report text, None when the collection
+    has no text for it), from ``source``; ``aliases`` gives other ids a report may have in a findings
+    file (MIMIC's ``s50414267`` is also ``50414267``). A report without findings (no text to extract
+    from, not in the findings file, or the extraction failed) is left out and skipped in the summary.
+
+    Raises:
+        CollectionError: the extraction stopped (an LLM endpoint refusing every request).
+    """
+    if source.precomputed is not None:
+        found = {}
+        for report_id in reports:
+            keys = [key for key in (report_id, *aliases.get(report_id, ())) if key in source.precomputed]
+            if keys:
+                found[report_id] = source.precomputed[keys[0]]
+            else:
+                summary.skip(f"not in the findings file {source.source}", report_id)
+        summary.notes.append(f"findings read from {source.source} ({len(found)} of {len(reports)} reports)")
+        return found
+    extractor = source.extractor or RulesExtractor(knowledge_base)
+    records = [Record(report_id, text) for report_id, text in reports.items() if text]
+    for report_id in (report_id for report_id, text in reports.items() if not text):
+        summary.skip("no report text to extract findings from", report_id)
+    try:
+        results, run = run_extraction(records, extractor, source.cache, progress=source.progress, total=len(records))
+    except RunStopped as error:
+        raise CollectionError(str(error)) from None
+    for failure in run.failures:
+        summary.skip("the report's findings extraction failed", f"{failure['id']}: {failure['reason']}")
+    summary.notes.append(f"findings extracted from the reports ({extractor.backend} backend, {extractor.model}): "
+                         + run.format())  # fmt: skip
+    return {report_id: [finding.to_dict() for finding in findings] for report_id, findings in results}
+
+
+def knowledge_base_categories(knowledge_base: KnowledgeBase, splits: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The knowledge-base categories that the items' findings name, in the knowledge base's order: the
+    category list of a collection whose findings come from reports rather than a fixed label set."""
+    named = {finding["category"] for items in splits.values() for item in items for finding in item["findings"]}
+    return [category for category in knowledge_base.categories if category in named]
 
 
 # -- splits ----------------------------------------------------------------------------------------------

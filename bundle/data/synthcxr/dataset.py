@@ -31,7 +31,7 @@ import sys
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -234,6 +234,18 @@ def _write_study_task(task: tuple[Path, int, StudyPlan]) -> tuple[str, dict[str,
     return plan.split, write_study(out_dir, size, plan)
 
 
+def map_studies(task: Callable[[Any], Any], tasks: Sequence[Any], workers: int, desc: str, progress: bool) -> list:
+    """``task`` over ``tasks`` in order, in ``workers`` spawned processes (in this one when 1), with a progress bar.
+
+    Each study draws from its own seeded generators, so the results do not depend on ``workers``.
+    """
+    bar = dict(total=len(tasks), desc=desc, unit="study", disable=not progress)
+    if workers > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            return list(tqdm(pool.imap(task, tasks, chunksize=8), **bar))
+    return [task(item) for item in tqdm(tasks, **bar)]
+
+
 def write_dataset(
     out_dir: str | Path,
     n: int = 2000,
@@ -268,12 +280,7 @@ def write_dataset(
     _make_room(out_dir, manifest, overwrite)
     write_bytes_atomic(out_dir / MANIFEST, json_bytes(manifest))
     tasks = [(out_dir, size, plan) for plan in plans]
-    bar = dict(total=len(tasks), desc="SynthCXR", unit="study", disable=not progress)
-    if workers > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            results = list(tqdm(pool.imap(_write_study_task, tasks, chunksize=8), **bar))
-    else:
-        results = [_write_study_task(task) for task in tqdm(tasks, **bar)]
+    results = map_studies(_write_study_task, tasks, workers, "SynthCXR", progress)
     datalist: dict[str, Any] = {
         "name": "SynthCXR",
         "generator_version": GENERATOR_VERSION,
