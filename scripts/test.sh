@@ -6,4 +6,6 @@ cd "$MEDFILIP_ROOT"
 bash scripts/setup_chromium.sh  # the tests screenshot every HTML page with headless Chromium
 # GPT-IE's integration test talks to a real llama.cpp server in its own environment (first build: minutes)
 bash scripts/setup_llm_server.sh >/dev/null
+# MONAI Label's integration test runs a real server in its own environment (first build: minutes)
+bash scripts/setup_monailabel.sh >/dev/null
 python -m pytest -q tests "$@"

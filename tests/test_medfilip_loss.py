@@ -145,3 +145,14 @@ def test_network_refuses_bad_shapes_and_layers():
         network(torch.rand(2, 1, 32, 32), torch.ones(2, 16, dtype=torch.long))
     with pytest.raises(ValueError, match="image_token_layer"):
         MedFILIP(network.clip, network.itm_head, image_token_layer="no.such.layer")
+
+
+def test_a_copied_network_captures_its_own_tokens():
+    import copy
+
+    original = tiny_medfilip()
+    copied = copy.deepcopy(original)
+    tokens = torch.randint(1, 100, (2, 1, 16))
+    out = copied(torch.rand(2, 1, 32, 32), tokens)
+    assert out["image_tokens"].shape[0] == 2 and out["text_tokens"].shape[0] == 2
+    assert original._captured == {}  # the copy's hooks wrote into the copy

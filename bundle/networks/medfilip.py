@@ -9,6 +9,7 @@ layer norm), so the open_clip towers run unchanged and any of them can be used.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import open_clip
@@ -93,14 +94,13 @@ class MedFILIP(ChestXRayCLIP):
                     f"image_token_layer {image_token_layer!r} is not a module of the vision tower "
                     f"({type(clip.visual).__name__}); name its last feature stage, e.g. 'trunk.layer4' or 'transformer'"
                 ) from None
-            image_layer.register_forward_hook(self._capture("image_tokens"))
-            clip.ln_final.register_forward_hook(self._capture("text_tokens"))
+            # partials of a bound method, not closures: copy.deepcopy maps them to the copy, whose hooks
+            # then fill the copy's own _captured
+            image_layer.register_forward_hook(functools.partial(self._capture, "image_tokens"))
+            clip.ln_final.register_forward_hook(functools.partial(self._capture, "text_tokens"))
 
-    def _capture(self, name: str):
-        def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-            self._captured[name] = output[0] if isinstance(output, tuple) else output
-
-        return hook
+    def _capture(self, name: str, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        self._captured[name] = output[0] if isinstance(output, tuple) else output
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         if text.ndim != 3:

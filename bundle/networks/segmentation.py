@@ -13,6 +13,7 @@ decoder), returning per-class logits at the input's height and width.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -79,7 +80,9 @@ class VisionTowerEncoder(nn.Module):
                     "name its stages, e.g. 'trunk.layer1'...'trunk.layer4' (timm), 'layer1'...'layer4' (open_clip "
                     "RN50) or 'transformer.resblocks.<i>' (ViT)"
                 ) from None
-            module.register_forward_hook(self._capture(name))
+            # a partial of a bound method, not a closure: copy.deepcopy (MONAI Label copies the network per
+            # device) maps it to the copy, whose hooks then fill the copy's own _captured
+            module.register_forward_hook(functools.partial(self._capture, name))
         if weights:
             load_pretrained_tower(self.visual, weights, setting="encoder_weights", random_value="random",
                                   configs="configs/train_segmentation.json")
@@ -91,11 +94,8 @@ class VisionTowerEncoder(nn.Module):
             self.visual.requires_grad_(False)
             self.visual.eval()
 
-    def _capture(self, name: str):
-        def hook(module: nn.Module, inputs: object, output: Any) -> None:
-            self._captured[name] = output[0] if isinstance(output, tuple) else output
-
-        return hook
+    def _capture(self, name: str, module: nn.Module, inputs: object, output: Any) -> None:
+        self._captured[name] = output[0] if isinstance(output, tuple) else output
 
     @torch.no_grad()
     def _probe(self) -> tuple[tuple[int, ...], tuple[int, ...], bool]:

@@ -26,7 +26,11 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, ScaleI
 from monai.transforms.utils_pytorch_numpy_unification import percentile
 from monai.utils import ensure_tuple, optional_import
 from PIL import Image
-from pydicom.pixels import apply_voi_lut
+
+try:
+    from pydicom.pixels import apply_voi_lut
+except ImportError:  # pydicom 2: the MONAI Label environment's (monailabel imports pydicom-seg, which needs it)
+    from pydicom.pixel_data_handlers.util import apply_voi_lut
 
 from ..data.datalist import check_item_keys, describe_item
 
