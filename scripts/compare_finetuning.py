@@ -32,7 +32,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -256,27 +256,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_grid(runs: Sequence[FinetuneRun], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run (or skip, when finished with the same settings) every run; results.json grows after each."""
+def run_grid(
+    runs: Sequence[Run],
+    args: argparse.Namespace,
+    describe: Callable[[Any], str],
+    execute_run: Callable[..., None],
+    row_of: Callable[[Any], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Run (or skip, when finished with the same settings) every run; results.json grows after each.
+
+    ``describe`` names a run in the progress lines, ``execute_run`` trains and evaluates it (as
+    ``execute``), ``row_of`` reads its result row (as ``result_row``): compare_segmentation.py
+    drives its own runs through the same loop.
+    """
     rows: list[dict[str, Any]] = []
     for index, run in enumerate(runs, start=1):
-        label = f"[{index}/{len(runs)}] {run.variant} {run.mode} {fraction_name(run.fraction)} seed {run.seed}"
+        label = f"[{index}/{len(runs)}] {describe(run)}"
         overrides = run.overrides(args.override)
         settings = run_settings(run, args.dataset_dir, overrides)
         if run.metrics.is_file() and load_record(run, settings) is not None:
             print(f"{label}: done earlier ({run.metrics} exists), skipped", flush=True)
         else:
-            execute(run, settings, args.dataset_dir, overrides, label)
-        rows.append(result_row(run))
+            execute_run(run, settings, args.dataset_dir, overrides, label)
+        rows.append(row_of(run))
         write_json_atomic(args.output / "results.json", rows)
     return rows
+
+
+def describe_run(run: FinetuneRun) -> str:
+    return f"{run.variant} {run.mode} {fraction_name(run.fraction)} seed {run.seed}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "scripts/compare_finetuning.py", *(sys.argv[1:] if argv is None else argv)])
     try:
-        rows = run_grid(plan_runs(args), args)
+        rows = run_grid(plan_runs(args), args, describe_run, execute, result_row)
     except RunFailed as failure:
         print(f"compare_finetuning.py: {failure}", file=sys.stderr, flush=True)
         return 1
