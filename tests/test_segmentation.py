@@ -179,7 +179,7 @@ def test_splits_are_patient_disjoint_and_lesions_read_lesion_masks(synthcxr):
 def test_metadata_describes_the_segmentation_network_and_keeps_the_clip_pair():
     parser = parse(TRAIN)
     data_format = parser["_meta_#network_data_format"]
-    assert data_format["inputs"]["image"]["spatial_shape"] == [parser["image_size"]] * 2
+    assert data_format["inputs"]["image"]["spatial_shape"] == [parser.get_parsed_content("image_size")] * 2
     assert data_format["outputs"]["pred"]["num_channels"] == len(parser["class_names"])
     assert list(data_format["outputs"]["pred"]["channel_def"].values()) == parser["class_names"]
     assert set(parser["_meta_#clip_data_format#inputs"]) == {"image", "text"}

@@ -60,7 +60,7 @@ def test_prepared_datalist_is_patient_disjoint_and_uses_the_chosen_masks(collect
                 or patients["validation"] & patients["test"])
     items = [item for split in ("training", "validation", "test") for item in datalist[split]]
     assert all(Path(item["lung_mask"]).is_file() for item in items)
-    assert {str(Path(item["lung_mask"]).parent.relative_to(collection)) for item in items} == {MASK_FOLDERS[source]}
+    assert {str(Path(item["lung_mask"]).parent.relative_to(collection.resolve())) for item in items} == {MASK_FOLDERS[source]}
     summary = json.loads(datalist_file.with_name(datalist_file.stem + ".summary.json").read_text())
     assert any("kept the images with a lung_mask" in note for note in summary["notes"])
     if source == "v7labs":  # the shared kit's 62 V7 masks, split by the hash of the patient id
