@@ -8,4 +8,4 @@ bash scripts/setup_chromium.sh  # the tests screenshot every HTML page with head
 bash scripts/setup_llm_server.sh >/dev/null
 # MONAI Label's integration test runs a real server in its own environment (first build: minutes)
 bash scripts/setup_monailabel.sh >/dev/null
-python -m pytest -q tests "$@"
+python -m pytest -q --durations=20 tests "$@"

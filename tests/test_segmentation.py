@@ -310,3 +310,5 @@ def test_inference_without_a_checkpoint_says_how_to_get_one(synthcxr, tmp_path):
     result = run_bundle(tmp_path, synthcxr / "images", configs=(INFERENCE, TINY))
     assert result.returncode == 1
     assert "segmentation.pt" in result.stderr and "does not exist" in result.stderr
+    message = next(line for line in result.stderr.splitlines() if "cannot load checkpoint" in line)
+    assert "Fix: pass --ckpt_path" in message and "--ckpt_dir" not in message  # inference's option, not evaluation's

@@ -100,7 +100,8 @@ class CheckedCheckpointLoader(CheckpointLoader):
     report success, or raise a message without the file when it has trained more), unless
     ``finished_run`` is ``"keep"``: then it says so and the run ends with the checkpoint's
     training as it is (what a re-run script such as ``scripts/demo.sh`` wants). Otherwise it
-    loads weights for evaluation and its messages say so.
+    loads weights for evaluation and its messages say so, with ``load_fix`` as the fix (the
+    default names the evaluation config's options; a config with other options passes its own).
 
     Raises:
         CheckpointError: the file is missing, unreadable (truncated, not a checkpoint), does not
@@ -116,12 +117,14 @@ class CheckedCheckpointLoader(CheckpointLoader):
         map_location: Any = None,
         strict: bool = True,
         finished_run: str = "stop",
+        load_fix: str = _EVALUATION_FIX,
     ) -> None:
         super().__init__(load_path=load_path, load_dict=load_dict, name=name, map_location=map_location, strict=strict)
         if finished_run not in ("stop", "keep"):
             raise UserInputError(f"finished_run must be 'stop' or 'keep', got {finished_run!r}. "
                                  "Fix: pass --finished_run stop or --finished_run keep")
         self.finished_run = finished_run
+        self.load_fix = load_fix
 
     def __call__(self, engine: Engine) -> None:
         resuming = any(obj is engine for obj in self.load_dict.values())
@@ -163,7 +166,7 @@ class CheckedCheckpointLoader(CheckpointLoader):
     def _error(self, resuming: bool, problem: str, resume_fix: str) -> CheckpointError:
         if resuming:
             return CheckpointError(f"cannot resume from checkpoint '{self.load_path}': {problem}. Fix: {resume_fix}")
-        return CheckpointError(f"cannot load checkpoint '{self.load_path}': {problem}. Fix: {_EVALUATION_FIX}")
+        return CheckpointError(f"cannot load checkpoint '{self.load_path}': {problem}. Fix: {self.load_fix}")
 
 
 class RollingCheckpointSaver(CheckpointSaver):
