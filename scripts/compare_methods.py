@@ -309,7 +309,7 @@ def plot_auc(rows: list[dict[str, Any]], variants: Sequence[str], path: Path) ->
 def dataset_info(dataset_dir: Path) -> dict[str, Any]:
     datalist = read_json(dataset_dir / "datalist.json")
     info = {k: datalist[k] for k in ("name", "seed", "unseen_categories") if k in datalist}
-    return {**info, "path": str(dataset_dir), "n_test": len(datalist.get("test", []))}
+    return {**info, "path": _repo_relative(dataset_dir), "n_test": len(datalist.get("test", []))}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
