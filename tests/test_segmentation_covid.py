@@ -15,15 +15,10 @@ from monai.bundle import ConfigParser
 from bundle.engines import UserInputError
 from bundle.engines.segmentation_test import score_test_split
 from bundle_cli import REPO, describe, make_synthcxr, run_bundle, run_script
-from test_segmentation import TINY, TRAIN, parse, tiny_pretraining_checkpoint
+from test_segmentation import TINY, TRAIN, at_bundle_root, parse, tiny_pretraining_checkpoint  # noqa: F401 (autouse)
 
 COVID = "configs/lung_covid.json"
 MASK_FOLDERS = {"v7labs": "masks/v7labs_lungs", "lungvae": "masks/lungVAE"}
-
-
-@pytest.fixture(autouse=True)
-def at_bundle_root(monkeypatch):
-    monkeypatch.chdir(REPO)  # the configs' macros name files relative to the bundle root, as every command runs
 
 
 @pytest.fixture(scope="module")

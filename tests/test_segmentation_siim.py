@@ -16,17 +16,12 @@ from PIL import Image
 
 from bundle.data.datalist import load_datalist
 from bundle.engines import UserInputError
-from bundle_cli import REPO, describe, make_synthcxr, run_bundle
+from bundle_cli import describe, make_synthcxr, run_bundle
 from test_collections import competition_mask2rle
-from test_segmentation import TINY, TRAIN, parse
+from test_segmentation import TINY, TRAIN, at_bundle_root, parse  # noqa: F401 (autouse)
 from test_transforms_image import write_dicom
 
 SIIM = "configs/pneumothorax_siim.json"
-
-
-@pytest.fixture(autouse=True)
-def at_bundle_root(monkeypatch):
-    monkeypatch.chdir(REPO)  # the configs' macros name files relative to the bundle root, as every command runs
 
 
 def siim_layout(synthcxr: Path, root: Path) -> dict[str, np.ndarray]:
