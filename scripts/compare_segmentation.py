@@ -117,8 +117,9 @@ def summary_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, datas
         f"Data set: `{dataset['path']}` ({dataset.get('name', 'unnamed')}, generator seed "
         f"{dataset.get('seed', 'n/a')}, {dataset['n_test']} test studies). Test Dice is the mean over the test "
         "images of MONAI's Dice of the best model by validation Dice (images without foreground in the truth are "
-        "left out, unless the runs set `ignore_empty_masks` false); 'worst image' is the lowest image's Dice. Every run of a task has the same settings and "
-        "optimiser steps; values are mean ± sample standard deviation over the seeds "
+        "left out, unless the runs set `ignore_empty_masks` false); 'worst image' is the lowest image's Dice. "
+        "Every run of a task has the same settings and optimiser steps; values are mean ± sample standard "
+        "deviation over the seeds "
         f"({', '.join(map(str, args.seeds))}).",
         "",
         f"Made by:\n\n```\n{command}\n```",

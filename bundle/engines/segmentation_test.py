@@ -1,7 +1,7 @@
 """The held-out test split of a segmentation run, scored once at the end with the best model.
 
 ``configs/train_segmentation.json`` ends its ``training`` with ``score_test_split``: the evaluator
-``test#evaluator`` loads the best checkpoint (by validation Dice) and runs MONAI's ``MeanDice``
+``test#evaluator`` loads the best checkpoint (by validation Dice) and runs MONAI's ``DiceMetric``
 and ``HausdorffDistance`` over the test split with ``save_details``, so that the report holds every
 image's score and the worst one besides the mean. Nothing is tuned on these numbers: the test
 split is read after training has ended.
