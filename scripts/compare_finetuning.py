@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bundle.io import atomic_open, write_bytes_atomic, write_json_atomic  # noqa: E402
 from bundle.metrics.finetune_report import METRICS_FILE  # noqa: E402
 from compare_methods import (RESERVED_KEYS, Run, RunFailed, _repo_relative, cli_command, dataset_info,  # noqa: E402
-                             finite_or_none, load_record, mean_std, read_json, run_cli, run_settings)
+                             finite_or_none, load_record, mean_std, override_pair, read_json, run_cli, run_settings)
 
 BASE_CONFIGS = ("configs/train.json", "configs/finetune.json")
 RANDOM_INIT = "random"
@@ -197,15 +197,6 @@ def named_checkpoint(text: str) -> tuple[str, str]:
     return name.strip(), str(Path(path).resolve())
 
 
-def override_pair(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` of ``--override``, for a key this script does not set itself."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or key.strip() in OWN_KEYS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with a key this script does not set "
-                                         f"({', '.join(OWN_KEYS)})")
-    return key.strip(), value
-
-
 def config_file(text: str) -> str:
     """An ``--extra_config`` file, repository-relative where it lies in the repository."""
     if not Path(text).is_file():
@@ -244,7 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder for runs/ and results.{json,md,png}")
     parser.add_argument("--extra_config", action="append", default=[], type=config_file,
                         help="config layered on every run (repeatable): the tower overrides of the checkpoints")
-    parser.add_argument("--override", action="append", default=[], type=override_pair, metavar="KEY=VALUE",
+    parser.add_argument("--override", action="append", default=[], type=override_pair(OWN_KEYS), metavar="KEY=VALUE",
                         help="config override for every run (repeatable), e.g. max_epochs=5")
     parser.add_argument("--docs_dir", type=Path, help=f"also write {DOCS_STEM}.png and the results of {DOCS_STEM}.md")
     args = parser.parse_args(argv)

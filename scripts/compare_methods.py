@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -99,6 +99,19 @@ def known_variants() -> list[str]:
         if path.name != Path(BASE_CONFIG).name and '"variant"' in path.read_text(encoding="utf-8"):
             names.append(path.stem)
     return names
+
+
+def override_pair(own_keys: Sequence[str]) -> Callable[[str], tuple[str, str]]:
+    """The argparse type of ``--override KEY=VALUE``: a key the script does not set itself."""
+
+    def parse(text: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip() or key.strip() in own_keys:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with a key this script does not set "
+                                             f"({', '.join(own_keys)})")
+        return key.strip(), value
+
+    return parse
 
 
 def cli_command(run: Run, dataset_dir: Path, overrides: Sequence[tuple[str, str]], evaluate: bool) -> list[str]:
@@ -321,8 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="folder for runs/ and results.{json,md,png}")
     parser.add_argument("--extra_config", action="append", default=[], type=Path,
                         help="config layered on every variant (repeatable), e.g. tests/configs/tiny_train.json")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run (repeatable), e.g. max_epochs=3")
+    parser.add_argument("--override", action="append", default=[], type=override_pair(RESERVED_KEYS),
+                        metavar="KEY=VALUE", help="config override for every run (repeatable), e.g. max_epochs=3")
     parser.add_argument("--docs_dir", type=Path, help="also write method_comparison.{md,png} there")
     parser.add_argument("--only_existing", action="store_true",
                         help="train nothing: tabulate the runs of the grid that have finished (e.g. ablations run "
@@ -335,15 +348,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--variants: unknown {unknown or 'none given'}; the variants are {', '.join(known)}")
     if len(set(args.variants)) != len(args.variants) or len(set(args.seeds)) != len(args.seeds):
         parser.error("--variants and --seeds must not repeat a value")
-    overrides = []
-    for item in args.override:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            parser.error(f"--override {item!r}: expected KEY=VALUE")
-        if key.strip() in RESERVED_KEYS:
-            parser.error(f"--override {key}: set by this script for every run; use the script's own options")
-        overrides.append((key.strip(), value))
-    args.override = overrides
     missing = [str(p) for p in args.extra_config if not p.is_file()]
     if missing:
         parser.error(f"--extra_config: no such file {', '.join(missing)}")

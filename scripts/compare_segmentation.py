@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bundle.io import atomic_open, write_json_atomic  # noqa: E402
 from compare_finetuning import config_file, dataset_folder, named_checkpoint, run_grid  # noqa: E402
-from compare_methods import RESERVED_KEYS, Run, RunFailed, cli_command, dataset_info, mean_std, read_json, run_cli  # noqa: E402,E501
+from compare_methods import (RESERVED_KEYS, Run, RunFailed, cli_command, dataset_info, mean_std,  # noqa: E402
+                             override_pair, read_json, run_cli)
 
 BASE_CONFIG = "configs/train_segmentation.json"
 # each task: its config overrides and the file its best model is saved to (see those configs)
@@ -140,14 +141,6 @@ def summary_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, datas
     return "\n".join(lines)
 
 
-def override_pair(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` of ``--override``, for a key this script does not set itself."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or key.strip() in OWN_KEYS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with a key other than {', '.join(OWN_KEYS)}")
-    return key.strip(), value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -162,7 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder for runs/ and results.{json,md}")
     parser.add_argument("--extra_config", action="append", default=[], type=config_file,
                         help="config layered on every run (repeatable): the tower overrides of the checkpoints")
-    parser.add_argument("--override", action="append", default=[], type=override_pair, metavar="KEY=VALUE",
+    parser.add_argument("--override", action="append", default=[], type=override_pair(OWN_KEYS), metavar="KEY=VALUE",
                         help="config override for every run (repeatable), e.g. max_epochs=10")
     parser.add_argument("--docs_dir", type=Path, help=f"also write {DOCS_STEM}.md there")
     args = parser.parse_args(argv)

@@ -79,3 +79,19 @@ def test_a_failed_run_stops_with_the_stderr_tail_and_the_command(compared, tmp_p
     assert "monai.bundle run training" in result.stderr
     assert "Error" in result.stderr.split("Last lines of its stderr", 1)[1], "the CLI's own error is not shown"
     assert not (tmp_path / "runs/medfilip_seed0/run.json").exists()
+
+
+REFUSED_OVERRIDES = [("scripts/compare_methods.py", "max_epochs", "seed"),
+                     ("scripts/compare_finetuning.py", "label_fraction=1", "label_fraction"),
+                     ("scripts/compare_segmentation.py", "encoder_weights=x", "encoder_weights")]
+
+
+@pytest.mark.parametrize(("script", "override", "own_key"), REFUSED_OVERRIDES)
+def test_a_bad_override_or_one_of_a_key_the_script_sets_is_refused_before_any_run(script, override, own_key, tmp_path):
+    # first on the command line: argparse reports the first bad argument it converts
+    result = run_script(script, "--override", override, "--dataset_dir", str(tmp_path),
+                        "--output", str(tmp_path / "out"))
+    assert result.returncode == 2, describe(result)
+    assert f"argument --override: '{override}': expected KEY=VALUE with a key this script does not set (" in \
+        result.stderr and own_key in result.stderr.rsplit("(", 1)[1], result.stderr
+    assert not (tmp_path / "out").exists()
