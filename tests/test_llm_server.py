@@ -26,7 +26,7 @@ from bundle.knowledge.base import default_knowledge_base
 from tests.extraction_cli import CLI
 from tests.llm_server import LlamaServer, running_llama_server
 
-N_REPORTS = 4  # two answered before the kill, the other two by the resumed run
+N_REPORTS = 4  # the first run is killed once two are answered; the resumed run does the rest
 MAX_TOKENS = 128  # two or three findings; a longer reply is cut, which is a failure with its reason
 ANSWERED = '"POST /v1/chat/completions HTTP/1.1" 200'  # the server's access log line for a reply
 
