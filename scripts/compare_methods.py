@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bundle.io import atomic_open, write_bytes_atomic, write_json_atomic  # noqa: E402
+from bundle.metrics.zero_shot_report import ABNORMAL_AUC  # noqa: E402
 
 FULL_METHOD = "medfilip"
 BASE_CONFIG = "configs/train.json"
@@ -214,6 +215,9 @@ def result_row(run: Run) -> dict[str, Any]:
         "seen_macro_auc": finite_or_none(metrics["seen"]["macro"]["auc"]),
         "unseen_macro_auc": finite_or_none(unseen["macro"]["auc"]) if unseen else None,
         "unseen_per_category": {c: finite_or_none(m["auc"]) for c, m in unseen.items() if c != "macro"},
+        # the same AUCs over the abnormal test studies only (bundle.metrics.zero_shot_report says why)
+        "seen_macro_auc_abnormal_studies": finite_or_none(metrics["seen"]["macro"].get(ABNORMAL_AUC)),
+        "unseen_macro_auc_abnormal_studies": finite_or_none(unseen["macro"].get(ABNORMAL_AUC)) if unseen else None,
     }
     retrieval = metrics["retrieval"]
     for direction in RETRIEVAL_DIRECTIONS:
@@ -248,8 +252,10 @@ def summary_markdown(rows: list[dict[str, Any]], variants: Sequence[str], datase
                 return name + key[len(prefix):].replace("recall", "R")
         return key
 
-    columns = ["seen_macro_auc", "unseen_macro_auc", *recall_keys, *itm_keys, "train_seconds"]
-    names = ["seen macro-AUC", "unseen macro-AUC", *(header(k) for k in recall_keys + itm_keys), "train s"]
+    columns = ["seen_macro_auc", "unseen_macro_auc", "seen_macro_auc_abnormal_studies",
+               "unseen_macro_auc_abnormal_studies", *recall_keys, *itm_keys, "train_seconds"]
+    names = ["seen macro-AUC", "unseen macro-AUC", "seen, abnormal studies", "unseen, abnormal studies",
+             *(header(k) for k in recall_keys + itm_keys), "train s"]
     unseen = list(dataset.get("unseen_categories", []))
     lines = [
         "# Method comparison",
@@ -260,7 +266,10 @@ def summary_markdown(rows: list[dict[str, Any]], variants: Sequence[str], datase
         f"{dataset['n_test']} test studies); held-out (unseen) categories: {', '.join(unseen) or 'none'}. "
         "Every variant is trained with the same data, steps and settings; values are mean ± sample standard "
         "deviation over the seeds (the mean alone for one seed). AUC chance level is 0.5; retrieval relevance and "
-        "the ITM re-ranking are defined in docs/evaluation.md (ITM columns only for variants with an ITM head).",
+        "the ITM re-ranking are defined in docs/evaluation.md (ITM columns only for variants with an ITM head). "
+        "The \"abnormal studies\" columns are the same macro-AUCs over the test studies with at least one finding: "
+        "normal studies are easy negatives for any finding prompt, so they show whether a variant recognises "
+        "the finding or only tells abnormal from normal.",
         "",
         "Made by:",
         "",

@@ -42,6 +42,7 @@ def test_every_variant_has_a_row_with_finite_auc_and_retrieval(compared):
     for row in rows:
         assert math.isfinite(row["seen_macro_auc"]) and 0.0 <= row["seen_macro_auc"] <= 1.0, row
         assert set(row["unseen_per_category"]) == {"mass", "bulla"}
+        assert 0.0 <= row["seen_macro_auc_abnormal_studies"] <= 1.0, row
         assert all(0.0 <= row[key] <= 1.0 for key in RECALLS), row
         itm_keys = {k for k in row if k.startswith("itm_")}
         expected = {f"itm_image_to_text_recall@{k}" for k in (1, 5, 10)} if row["variant"] in WITH_ITM_HEAD else set()
@@ -54,6 +55,7 @@ def test_summary_table_plot_and_docs_copies(compared):
     _, output, _ = compared
     table = (output / "results.md").read_text()
     assert all(f"| {variant} | 1 |" in table for variant in VARIANTS)
+    assert "| seen macro-AUC | unseen macro-AUC | seen, abnormal studies | unseen, abnormal studies |" in table
     assert "generator seed 3" in table and "mass, bulla" in table and "scripts/compare_methods.py" in table
     assert (output / "results.png").stat().st_size > 5000
     docs = (output / "docs/method_comparison.md").read_text()

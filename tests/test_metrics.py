@@ -87,3 +87,20 @@ def test_stored_outputs_attached_to_a_graph_or_on_a_device_stack_to_plain_arrays
     assert type(scores) is np.ndarray and scores.shape == (2, 2)
     np.testing.assert_allclose(scores, [[0.2, 0.9], [0.7, 0.1]], rtol=1e-6)
     np.testing.assert_array_equal(labels, [[0, 1], [1, 0]])
+
+
+def test_abnormal_study_auc_sees_through_a_score_that_only_tells_abnormal_from_normal(tmp_path):
+    # Studies 0-1 are normal, 2-3 have "a", 4-5 have "b". The score of "b" is high for every abnormal
+    # study and does not rank b above a: over all studies its AUC is 0.75, over the abnormal ones 0.5.
+    labels = np.array([[0, 0], [0, 0], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)
+    scores = np.array([[0.1, 0.1], [0.2, 0.2], [0.9, 0.8], [0.8, 0.9], [0.3, 0.8], [0.4, 0.9]])
+    outputs = [(list(scores), list(labels))]
+    report = zero_shot_report(outputs, outputs, ["a", "b"], ["b"], tmp_path, bootstrap_resamples=20)
+    assert report["n_test_abnormal"] == 4
+    assert report["unseen"]["b"]["auc"] == pytest.approx(0.75)
+    assert report["unseen"]["b"]["auc_abnormal_studies"] == pytest.approx(0.5)
+    assert report["seen"]["a"]["auc_abnormal_studies"] == pytest.approx(1.0)
+    assert report["unseen"]["macro"]["auc_abnormal_studies"] == pytest.approx(0.5)
+    assert "auc, abnormal studies" in report["table"]
+    saved = json.loads((tmp_path / "zero_shot_metrics.json").read_text())
+    assert saved["unseen"]["b"]["auc_abnormal_studies"] == pytest.approx(0.5)

@@ -44,6 +44,14 @@ def max_f1_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(thresholds), chosen.mean() if chosen.size else 0.5, thresholds)
 
 
+def column_aucs(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """ROC AUC of each column, ``[C]`` (NaN for a column whose labels are all one class)."""
+    _check_scores(scores, labels)
+    y_pred, y = torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.float32)
+    return np.array([float(compute_roc_auc(y_pred[:, c], y[:, c], average=Average.NONE))
+                     if 0 < labels[:, c].sum() < len(labels) else float("nan") for c in range(labels.shape[1])])  # fmt: skip
+
+
 def classification_metrics(
     scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, names: Sequence[str]
 ) -> dict[str, dict[str, float]]:
@@ -60,11 +68,11 @@ def classification_metrics(
         name: compute_confusion_matrix_metric(name, confusion)[0].numpy()
         for name in ("f1 score", "accuracy", "sensitivity", "specificity")
     }
+    aucs = column_aucs(scores, labels)
     results: dict[str, dict[str, float]] = {}
     for c, category in enumerate(names):
-        has_both = 0 < labels[:, c].sum() < len(labels)
         results[category] = {
-            "auc": float(compute_roc_auc(y_pred[:, c], y[:, c], average=Average.NONE)) if has_both else float("nan"),
+            "auc": float(aucs[c]),
             "f1": float(per_metric["f1 score"][c]),
             "accuracy": float(per_metric["accuracy"][c]),
             "sensitivity": float(per_metric["sensitivity"][c]),
