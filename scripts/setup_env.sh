@@ -28,9 +28,10 @@ stamp="$MEDFILIP_VENV/.medfilip-requirements"
 wanted="$(cat "$MEDFILIP_ROOT"/requirements.txt "$MEDFILIP_ROOT"/requirements-dev.txt "$MEDFILIP_ROOT"/constraints.txt | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "[setup] installing pinned dependencies (a few minutes on a fresh machine)"
-    # --no-compile: byte-compiling all ~21,000 installed .py files costs about a minute of the install;
-    # Python compiles (and caches) the ~6,000 modules a training run imports on their first use instead.
-    "$MEDFILIP_VENV/bin/pip" install --quiet --no-compile -c "$PIP_CONSTRAINT" \
+    # Byte-compiled at install (pip's default, about a minute): where PYTHONDONTWRITEBYTECODE is set, as
+    # on these machines, nothing is cached later and every process would compile the ~6,000 modules it
+    # imports (importing torch, monai, open_clip and mlflow: 24.7 s instead of 11.4 s).
+    "$MEDFILIP_VENV/bin/pip" install --quiet -c "$PIP_CONSTRAINT" \
         -r "$MEDFILIP_ROOT/requirements.txt" -r "$MEDFILIP_ROOT/requirements-dev.txt" 2>&1 \
         | grep -v "^WARNING: Location .* is ignored" || true
     "$MEDFILIP_VENV/bin/python" -c "import torch, torchvision, open_clip, monai, ignite, mlflow" \
