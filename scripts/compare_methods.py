@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bundle.io import atomic_open, write_bytes_atomic, write_json_atomic  # noqa: E402
-from bundle.metrics.zero_shot_report import ABNORMAL_AUC  # noqa: E402
+from bundle.metrics.zero_shot_report import ABNORMAL_AUC, LINEAR_PROBE_AUC  # noqa: E402
 
 FULL_METHOD = "medfilip"
 BASE_CONFIG = "configs/train.json"
@@ -218,6 +218,9 @@ def result_row(run: Run) -> dict[str, Any]:
         # the same AUCs over the abnormal test studies only (bundle.metrics.zero_shot_report says why)
         "seen_macro_auc_abnormal_studies": finite_or_none(metrics["seen"]["macro"].get(ABNORMAL_AUC)),
         "unseen_macro_auc_abnormal_studies": finite_or_none(unseen["macro"].get(ABNORMAL_AUC)) if unseen else None,
+        # a supervised linear read-out of the same image embeddings: what the image features allow
+        "seen_macro_auc_linear_probe": finite_or_none(metrics["seen"]["macro"].get(LINEAR_PROBE_AUC)),
+        "unseen_macro_auc_linear_probe": finite_or_none(unseen["macro"].get(LINEAR_PROBE_AUC)) if unseen else None,
     }
     retrieval = metrics["retrieval"]
     for direction in RETRIEVAL_DIRECTIONS:
@@ -253,9 +256,10 @@ def summary_markdown(rows: list[dict[str, Any]], variants: Sequence[str], datase
         return key
 
     columns = ["seen_macro_auc", "unseen_macro_auc", "seen_macro_auc_abnormal_studies",
-               "unseen_macro_auc_abnormal_studies", *recall_keys, *itm_keys, "train_seconds"]
+               "unseen_macro_auc_abnormal_studies", "seen_macro_auc_linear_probe", "unseen_macro_auc_linear_probe",
+               *recall_keys, *itm_keys, "train_seconds"]
     names = ["seen macro-AUC", "unseen macro-AUC", "seen, abnormal studies", "unseen, abnormal studies",
-             *(header(k) for k in recall_keys + itm_keys), "train s"]
+             "seen, linear probe", "unseen, linear probe", *(header(k) for k in recall_keys + itm_keys), "train s"]
     unseen = list(dataset.get("unseen_categories", []))
     lines = [
         "# Method comparison",
@@ -269,7 +273,10 @@ def summary_markdown(rows: list[dict[str, Any]], variants: Sequence[str], datase
         "the ITM re-ranking are defined in docs/evaluation.md (ITM columns only for variants with an ITM head). "
         "The \"abnormal studies\" columns are the same macro-AUCs over the test studies with at least one finding: "
         "normal studies are easy negatives for any finding prompt, so they show whether a variant recognises "
-        "the finding or only tells abnormal from normal.",
+        "the finding or only tells abnormal from normal. The \"linear probe\" columns are not zero-shot: a "
+        "logistic regression on the same frozen image embeddings, trained on the test labels (5-fold "
+        "cross-validation), shows how far the image features separate the categories at all; a zero-shot "
+        "AUC far below it is the text side's shortfall, one close to it is bounded by the image features.",
         "",
         "Made by:",
         "",

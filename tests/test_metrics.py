@@ -1,11 +1,19 @@
 """Classification metrics, threshold selection and the zero-shot report."""
 
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 
-from bundle.metrics import classification_metrics, max_f1_thresholds, zero_shot_report
+from bundle.metrics import (
+    classification_metrics,
+    linear_probe_aucs,
+    linear_probe_report,
+    max_f1_thresholds,
+    zero_shot_report,
+)
 
 
 def test_perfect_and_random_scores():
@@ -104,3 +112,46 @@ def test_abnormal_study_auc_sees_through_a_score_that_only_tells_abnormal_from_n
     assert "auc, abnormal studies" in report["table"]
     saved = json.loads((tmp_path / "zero_shot_metrics.json").read_text())
     assert saved["unseen"]["b"]["auc_abnormal_studies"] == pytest.approx(0.5)
+
+
+def test_linear_probe_separates_a_linear_category_and_not_a_random_one():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 8))
+    separable = features[:, 0] + 0.5 * features[:, 1] > 0.3  # a linear read-out of the features
+    unrelated = rng.random(200) < 0.4  # independent of them
+    too_rare = np.zeros(200, dtype=bool)
+    too_rare[:3] = True  # three positives cannot fill five folds
+    labels = np.stack([separable, unrelated, too_rare], axis=1).astype(float)
+    aucs = linear_probe_aucs(features, labels, folds=5, seed=0)
+    assert aucs[0] > 0.97
+    assert 0.35 < aucs[1] < 0.65
+    assert np.isnan(aucs[2])
+    np.testing.assert_array_equal(aucs, linear_probe_aucs(features, labels, folds=5, seed=0))  # seeded folds
+
+
+def test_linear_probe_report_reads_the_retrieval_outputs_and_checks_shapes():
+    rng = np.random.default_rng(1)
+    features = torch.as_tensor(rng.normal(size=(60, 4)), dtype=torch.float32)
+    labels = torch.stack([features[:, 0] > 0, features[:, 1] > 0], dim=1).float()
+    outputs = [({"image_features": features[i:i + 20]}, labels[i:i + 20]) for i in range(0, 60, 20)]
+    report = linear_probe_report(outputs, ["a", "b"], folds=3)
+    assert set(report) == {"a", "b"} and min(report.values()) > 0.9
+    with pytest.raises(ValueError, match="2 columns for 3 categories"):
+        linear_probe_report(outputs, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="features \\[N, D\\] and labels \\[N, C\\]"):
+        linear_probe_aucs(features.numpy(), labels.numpy()[:10])
+
+
+def test_zero_shot_report_tabulates_the_linear_probe_beside_the_zero_shot_auc(tmp_path):
+    labels = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 1], [1, 0]], dtype=float)
+    scores = labels * 0.6 + 0.2
+    outputs = [(list(scores), list(labels))]
+    report = zero_shot_report(outputs, outputs, ["a", "b"], ["b"], tmp_path, bootstrap_resamples=20,
+                              linear_probe={"a": 0.9, "b": math.nan})
+    assert report["seen"]["a"]["auc_linear_probe"] == pytest.approx(0.9)
+    assert report["seen"]["macro"]["auc_linear_probe"] == pytest.approx(0.9)
+    # a category the probe could not score (too few positives for its folds) has no entry, nor has its group's macro
+    assert "auc_linear_probe" not in report["unseen"]["b"] and "auc_linear_probe" not in report["unseen"]["macro"]
+    assert "| auc, abnormal studies | auc, linear probe |" in report["table"]
+    saved = json.loads((tmp_path / "zero_shot_metrics.json").read_text())
+    assert saved["seen"]["a"]["auc_linear_probe"] == pytest.approx(0.9)

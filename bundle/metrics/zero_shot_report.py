@@ -28,6 +28,9 @@ from .retrieval import (
 
 METRIC_COLUMNS = ("auc", "f1", "accuracy", "sensitivity", "specificity")
 ABNORMAL_AUC = "auc_abnormal_studies"
+LINEAR_PROBE_AUC = "auc_linear_probe"
+# Columns a table shows only when its rows carry them, with their headers.
+OPTIONAL_COLUMNS = {ABNORMAL_AUC: "auc, abnormal studies", LINEAR_PROBE_AUC: "auc, linear probe"}
 CONFIDENCE = 0.95
 BOOTSTRAP_METHOD = ("percentile interval; test images resampled with replacement, the same resamples for every "
                     "category; resamples without both classes of a category are dropped for it")  # fmt: skip
@@ -35,9 +38,10 @@ BOOTSTRAP_METHOD = ("percentile interval; test images resampled with replacement
 
 def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
     """A Markdown table of per-category metrics (with the AUC's bootstrap interval, and the AUC over the
-    abnormal studies, where given), macro row last."""
-    columns = (*METRIC_COLUMNS, ABNORMAL_AUC) if any(ABNORMAL_AUC in row for row in results.values()) else METRIC_COLUMNS
-    headers = [column.replace(ABNORMAL_AUC, "auc, abnormal studies") for column in columns]
+    abnormal studies and the linear probe's, where given), macro row last."""
+    optional = [column for column in OPTIONAL_COLUMNS if any(column in row for row in results.values())]
+    columns = (*METRIC_COLUMNS, *optional)
+    headers = [OPTIONAL_COLUMNS.get(column, column) for column in columns]
     lines = [f"### {title}", "", "| category | positives | auc 95% CI | " + " | ".join(headers) + " |",
              "|---|---:|---:|" + "---:|" * len(columns)]
     for category, row in results.items():
@@ -48,6 +52,12 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
         name = "**macro**" if category == "macro" else category
         lines.append(f"| {name} | {positives} | {span} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """The mean of the finite values (NaN when there are none): a group's macro AUC skips categories without one."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
 
 
 def bootstrap_auc_intervals(
@@ -249,6 +259,7 @@ def zero_shot_report(
     bootstrap_resamples: int = 1000,
     bootstrap_seed: int = 0,
     rarest: Mapping[str, int] | None = None,
+    linear_probe: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Score the test split with per-category thresholds chosen on the validation split.
 
@@ -263,6 +274,9 @@ def zero_shot_report(
             (:func:`bootstrap_auc_intervals`).
         rarest: extra groups of the rarest scored categories, ``{group name: how many}`` (PadChest's
             ``padchest20``): the categories with the fewest test positives (ties by name).
+        linear_probe: a :func:`~bundle.metrics.linear_probe.linear_probe_report` of the same test
+            split: ``auc_linear_probe`` for each category it could score and each group's macro mean
+            over those (absent where it scored none).
 
     Categories with no validation positive (the unseen ones, by construction) get the mean of the
     other categories' validation thresholds (``max_f1_thresholds``). A category without a positive
@@ -306,8 +320,12 @@ def zero_shot_report(
         for category, column in zip(members, columns):
             results[category]["auc_ci95"] = [float(bound) for bound in intervals[column]]
             results[category][ABNORMAL_AUC] = float(abnormal_aucs[column])
-        finite = abnormal_aucs[columns][np.isfinite(abnormal_aucs[columns])]
-        results["macro"][ABNORMAL_AUC] = float(finite.mean()) if finite.size else math.nan
+        results["macro"][ABNORMAL_AUC] = finite_mean(abnormal_aucs[columns])
+        probed = {c: float(linear_probe[c]) for c in members if math.isfinite(linear_probe[c])} if linear_probe else {}
+        for category, auc in probed.items():  # a category too rare for the probe's folds gets no entry, never a NaN
+            results[category][LINEAR_PROBE_AUC] = auc
+        if probed:
+            results["macro"][LINEAR_PROBE_AUC] = finite_mean(np.array(list(probed.values())))
         report[group] = results
         tables.append(format_table(results, f"Zero-shot classification, {group} categories (test split)"))
     if skipped:
