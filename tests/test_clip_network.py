@@ -114,6 +114,23 @@ def test_zero_shot_inferer_follows_the_prompts(network, tokenizer):
     np.testing.assert_allclose(inferer(image, network).detach(), 1 - swapped(image, network).detach(), atol=1e-6)
 
 
+def test_softmax_scoring_shares_each_image_among_the_categories_and_the_background(network, tokenizer):
+    network.eval()
+    prompts = [("effusion", "no effusion"), ("pneumothorax", "no pneumothorax")]
+    image = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        shares = ZeroShotInferer(prompts, tokenizer, "softmax", background="no acute finding")(image, network)
+        alone = ZeroShotInferer(prompts, tokenizer, "softmax")(image, network)
+        images = network.encode_image(image)
+        texts = network.encode_text(tokenizer(["effusion", "pneumothorax", "no acute finding"]))
+        expected = (images @ texts.T * network.clip.logit_scale.exp()).softmax(dim=-1)
+    np.testing.assert_allclose(shares, expected[:, :2], atol=1e-6)
+    assert torch.all(shares.sum(dim=1) < 1)  # the background takes the rest
+    np.testing.assert_allclose(alone.sum(dim=1), torch.ones(3), atol=1e-6)  # no background: the categories share all
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        ZeroShotInferer(prompts, tokenizer, "softmax_all")
+
+
 def test_report_sections_keep_the_impression_and_fall_back():
     from bundle.transforms import ReportSectionsd
 

@@ -42,6 +42,19 @@ def test_zero_shot_prompts_of_an_unseen_category_describe_it_from_the_knowledge_
     assert positive == "mass: " + ", ".join(KB.attribute_terms("mass")) and negative == "no mass"
 
 
+def test_softmax_zero_shot_competes_with_the_no_finding_text_of_the_same_composer():
+    from bundle.engines import ZeroShotInferer
+
+    def tokenizer(texts):
+        return torch.zeros(len(texts), 4, dtype=torch.long)
+
+    composer = FindingTextComposer(KB, templates={"no_finding": "nothing acute"})
+    softmax = ZeroShotInferer.from_composer(["mass", "bulla"], composer, tokenizer, "softmax")
+    assert softmax.background == "nothing acute" and len(softmax.tokens) == 5
+    assert softmax.prompts == [composer.prompts("mass"), composer.prompts("bulla")]
+    assert ZeroShotInferer.from_composer(["mass"], composer, tokenizer, "positive").background is None
+
+
 def test_field_dropping_never_leaves_a_text_without_name_and_attributes():
     composer = FindingTextComposer(KB, drop_probabilities={f: 1.0 for f in ("severity", "location", "name", "attributes")},
                                    attribute_term_drop_probability=1.0)  # fmt: skip

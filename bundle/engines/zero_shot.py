@@ -5,8 +5,14 @@ the CheXzero form: it compares the two readings a report could give instead of t
 raw cosine, so scores are probabilities comparable across categories. Scoring ``"positive"``
 gives ``cos(image, positive)`` alone: for a category never seen in training the negative
 prompt ("no <unseen name>") is an untrained word and adds noise, while the positive prompt's
-attribute words (IKI) carry the meaning. AUC depends only on the order within a category, so
-both serve it; only ``contrast`` is a probability.
+attribute words (IKI) carry the meaning. Scoring ``"softmax"`` is CLIP's zero-shot form over the
+whole label set: ``softmax(scale * [cos(image, positive_1..C), cos(image, background)])[c]``, each
+category's share of the image among all scored categories' positive prompts and a background text
+(IKI's no-finding text). It asks which finding the image shows rather than how much it looks like
+one finding: an image with a consolidation scores high on a held-out "opaque, large, round" prompt
+too, but the consolidation prompt takes the larger share. A category's score therefore depends on
+which categories are scored with it. AUC depends only on the order within a category, so all
+three serve it; ``contrast`` and ``softmax`` are probabilities.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from bundle.knowledge.iki import FindingTextComposer
 
 POSITIVE_TEMPLATE = "{}"
 NEGATIVE_TEMPLATE = "no {}"
-SCORINGS = ("contrast", "positive")
+SCORINGS = ("contrast", "positive", "softmax")
 
 
 def category_display_name(category: str) -> str:
@@ -35,7 +41,9 @@ class ZeroShotInferer(Inferer):
     Args:
         prompts: one ``(positive, negative)`` text pair per category, in output-channel order.
         tokenizer: called on a list of strings, returns ``[N, L]`` token ids.
-        scoring: ``"contrast"`` or ``"positive"`` (see the module docstring).
+        scoring: ``"contrast"``, ``"positive"`` or ``"softmax"`` (see the module docstring).
+        background: with ``"softmax"``, the text that competes for images without a finding
+            (None: the categories compete only among themselves); unused by the other scorings.
 
     ``__call__(image, network)`` takes ``image`` ``[B, 1, H, W]`` and a network with
     ``encode_image``/``encode_text`` (see ``ChestXRayCLIP``) and returns probabilities ``[B, C]``.
@@ -46,6 +54,7 @@ class ZeroShotInferer(Inferer):
         prompts: Sequence[tuple[str, str]],
         tokenizer: Callable[[list[str]], torch.Tensor],
         scoring: str = "contrast",
+        background: str | None = None,
     ) -> None:
         super().__init__()
         if not prompts:
@@ -53,7 +62,9 @@ class ZeroShotInferer(Inferer):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         self.prompts = [tuple(pair) for pair in prompts]
-        self.tokens = tokenizer([text for pair in prompts for text in pair])
+        self.background = background if scoring == "softmax" else None
+        texts = [text for pair in prompts for text in pair] + ([self.background] if self.background else [])
+        self.tokens = tokenizer(texts)
         self.num_categories = len(prompts)
         self.scoring = scoring
 
@@ -65,8 +76,10 @@ class ZeroShotInferer(Inferer):
         tokenizer: Callable[[list[str]], torch.Tensor],
         scoring: str = "contrast",
     ) -> "ZeroShotInferer":
-        """Prompts composed by IKI exactly as training texts are (``FindingTextComposer.prompts``)."""
-        return cls([composer.prompts(c) for c in categories], tokenizer, scoring)
+        """Prompts composed by IKI exactly as training texts are (``FindingTextComposer.prompts``); with
+        ``"softmax"`` scoring the composer's no-finding text is the background."""
+        prompts = [composer.prompts(c) for c in categories]
+        return cls(prompts, tokenizer, scoring, background=composer.compose(None).text)
 
     @classmethod
     def for_categories(
@@ -87,11 +100,16 @@ class ZeroShotInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         model = getattr(network, "module", network)  # unwrap DistributedDataParallel
         image_features = model.encode_image(inputs)
-        text_features = model.encode_text(self.tokens.to(inputs.device)).view(self.num_categories, 2, -1)
-        cosines = torch.einsum("bd,cpd->bcp", image_features, text_features)
+        text_features = model.encode_text(self.tokens.to(inputs.device))
+        pairs = 2 * self.num_categories
+        cosines = torch.einsum("bd,cpd->bcp", image_features, text_features[:pairs].view(self.num_categories, 2, -1))
         if self.scoring == "positive":
             return cosines[..., 0]
-        return (cosines * model.clip.logit_scale.exp()).softmax(dim=-1)[..., 0]
+        scale = model.clip.logit_scale.exp()
+        if self.scoring == "softmax":
+            competitors = torch.cat([cosines[..., 0], image_features @ text_features[pairs:].T], dim=1)
+            return (competitors * scale).softmax(dim=-1)[:, : self.num_categories]
+        return (cosines * scale).softmax(dim=-1)[..., 0]
 
 
 def stack_outputs(outputs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

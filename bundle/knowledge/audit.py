@@ -70,7 +70,7 @@ class RunSettings(TypedDict, total=False):
         ssm_location_weight, ssm_severity_weight, uncertain_weight, unmentioned_findings: the
             soft-target arguments.
         prompts_composed: whether zero-shot prompts come from the composer (else the plain names).
-        zero_shot_scoring: ``"contrast"`` or ``"positive"``.
+        zero_shot_scoring: ``"contrast"``, ``"positive"`` or ``"softmax"``.
         label_uncertain_value: the evaluation label of a hedged finding.
         max_epochs, batch_size, image_size, learning_rate: the schedule.
     """
@@ -595,19 +595,22 @@ def _zero_shot_block(run: RunSettings, metrics: Mapping[str, Any] | None) -> str
         source = "composed like the training texts (with the attribute words), without location or severity"
     else:
         source = "the category's name and “no” + its name"
-    if run.get("zero_shot_scoring") == "positive":
+    if run.get("zero_shot_scoring") == "softmax":
+        how = ("the image is compared with the “present” prompt of every scored category and with the no-finding "
+               "text, and a category's score is its share of the image among them (0 to 1, all shares summing to "
+               "1); the “absent” prompt is not used.")  # fmt: skip
+    elif run.get("zero_shot_scoring") == "positive":
         how = ("the score is the similarity between the image and the “present” prompt alone (from -1 to 1); the "
                "“absent” prompt is not used.")  # fmt: skip
-        neutral = "0.5, a similarity value here, not a 50% chance"
     else:
         how = ("the image is compared with the “present” and the “absent” prompt, and the score is the probability "
                "that the “present” one fits better (0 to 1; 0.5 means undecided).")  # fmt: skip
-        neutral = "0.5, where both prompts are equally likely"
     items = [
-        _e(f"Each category is scored from two prompts, {source}; {how}"),
+        _e(f"Each category has two prompts, {source}; {how}"),
         _e("A category is called present when its score reaches the category's threshold. Thresholds are chosen on "
            "the validation images to give the best F1 and then applied unchanged to the test images; a category "
-           f"without a positive validation image (every held-out one) keeps {neutral}."),
+           "without a positive validation image (every held-out one) gets the mean of the other categories' "
+           "thresholds: one model's scores share a scale, and the validation images allow no better guess."),
     ]  # fmt: skip
     if not metrics:
         items.append("No metrics file was given, so no thresholds or AUCs are shown.")
