@@ -46,25 +46,17 @@ def linear_probe_aucs(features: np.ndarray, labels: np.ndarray, folds: int = 5, 
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    positives = labels.sum(axis=0)
+    trainable = np.minimum(positives, len(labels) - positives) >= folds
     scores = np.zeros(labels.shape)
-    scored = np.zeros(labels.shape[1], dtype=bool)
-    for column in range(labels.shape[1]):
-        positives = int(labels[:, column].sum())
-        if min(positives, len(labels) - positives) < folds:
-            continue
-        probe = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=PROBE_C, max_iter=2000),
-        )
+    for column in np.flatnonzero(trainable):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=2000))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a separable column: the AUC is final anyway
             scores[:, column] = cross_val_predict(
                 probe, features, labels[:, column], cv=splitter, method="decision_function"
             )
-        scored[column] = True
-    aucs = column_aucs(scores, labels.astype(np.float32))
-    aucs[~scored] = np.nan
-    return aucs
+    return np.where(trainable, column_aucs(scores, labels.astype(np.float32)), np.nan)
 
 
 def linear_probe_report(

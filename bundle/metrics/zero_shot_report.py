@@ -325,7 +325,7 @@ def zero_shot_report(
         for category, auc in probed.items():  # a category too rare for the probe's folds gets no entry, never a NaN
             results[category][LINEAR_PROBE_AUC] = auc
         if probed:
-            results["macro"][LINEAR_PROBE_AUC] = finite_mean(np.array(list(probed.values())))
+            results["macro"][LINEAR_PROBE_AUC] = float(np.mean(list(probed.values())))
         report[group] = results
         tables.append(format_table(results, f"Zero-shot classification, {group} categories (test split)"))
     if skipped:
