@@ -34,7 +34,7 @@ def test_real_run_configs_build_named_open_clip_models_offline(override, name, m
     assert out["image_tokens"].shape[-1] == parser["image_token_dim"] and logits.shape == (1,)
 
 
-VARIANTS = ("clip_baseline", "no_iki", "no_field_masking", "no_ssm", "no_itm")
+VARIANTS = ("clip_baseline", "no_iki", "no_field_masking", "no_ssm", "no_itm", "patch_matching")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

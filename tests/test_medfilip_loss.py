@@ -10,7 +10,7 @@ from bundle.findings import Finding
 from bundle.knowledge import default_knowledge_base
 from bundle.knowledge.iki import FindingTextComposer
 from bundle.losses import FindingsVocabulary, MedFILIPLoss, SemanticSimilarityMatrix, SoftTargetContrastiveLoss
-from bundle.losses import mine_itm_pairs
+from bundle.losses import mine_itm_pairs, patch_sentence_similarity
 from bundle.networks import ImageTextMatchingHead, MedFILIP, build_open_clip
 
 
@@ -92,7 +92,7 @@ def test_hard_negatives_are_similar_pairs_with_low_targets():
     assert len(limited) <= 6
 
 
-def tiny_medfilip(itm: bool = True) -> MedFILIP:
+def tiny_medfilip(itm: bool = True, patches: bool = False) -> MedFILIP:
     clip = build_open_clip(
         embed_dim=16,
         vision_cfg={"image_size": 32, "timm_model_name": "resnet10t", "timm_model_pretrained": False,
@@ -100,7 +100,8 @@ def tiny_medfilip(itm: bool = True) -> MedFILIP:
         text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     )
     head = ImageTextMatchingHead(image_dim=512, text_dim=32, width=16, heads=2) if itm else None
-    return MedFILIP(clip, head, image_token_layer="trunk.layer4")
+    patch_head = torch.nn.Linear(512, 16) if patches else None
+    return MedFILIP(clip, head, image_token_layer="trunk.layer4", patch_head=patch_head)
 
 
 def test_medfilip_network_and_loss_end_to_end_gradients():
@@ -156,3 +157,78 @@ def test_a_copied_network_captures_its_own_tokens():
     out = copied(torch.rand(2, 1, 32, 32), tokens)
     assert out["image_tokens"].shape[0] == 2 and out["text_tokens"].shape[0] == 2
     assert original._captured == {}  # the copy's hooks wrote into the copy
+
+
+def test_patch_sentence_similarity_attends_to_the_matching_patch():
+    torch.manual_seed(0)
+    patches = F.normalize(torch.randn(3, 5, 8), dim=-1)
+    texts = F.normalize(torch.randn(4, 8), dim=-1)
+    texts[3] = 0.0  # an empty slot
+    temperature = 0.2
+    expected = torch.zeros(3, 4)
+    for i in range(3):
+        for j in range(4):
+            cosines = [float(patches[i, p] @ texts[j]) for p in range(5)]
+            weights = [math.exp(c / temperature) for c in cosines]
+            expected[i, j] = sum(w * c for w, c in zip(weights, cosines)) / sum(weights)
+    assert torch.allclose(patch_sentence_similarity(patches, texts, temperature), expected, atol=1e-6)
+    cosine = torch.einsum("bpd,nd->bpn", patches, texts)
+    assert torch.allclose(patch_sentence_similarity(patches, texts, 1e-4), cosine.amax(dim=1), atol=1e-4)
+    assert torch.allclose(patch_sentence_similarity(patches, texts, 1e4), cosine.mean(dim=1), atol=1e-4)
+    assert patch_sentence_similarity(patches, texts)[:, 3].abs().max() == 0
+    with pytest.raises(ValueError, match=r"\[B, P, D\]"):
+        patch_sentence_similarity(patches, torch.randn(4, 7))
+
+
+def test_the_patch_term_trains_the_patch_head():
+    torch.manual_seed(0)
+    vocabulary = FindingsVocabulary(default_knowledge_base())
+    composer = FindingTextComposer(default_knowledge_base())
+    from open_clip.tokenizer import SimpleTokenizer
+
+    findings = [[Finding("nodule", "right upper zone")], [Finding("pleural_effusion", "left base")]]
+    texts = [[composer.compose(f[0])] for f in findings]
+    codes = [vocabulary.encode_texts(row, 1) for row in texts]
+    target = {
+        "findings_code": torch.stack([vocabulary.encode_findings(f, 2) for f in findings]),
+        "text_code": torch.stack([c for c, _ in codes]),
+        "text_attributes": torch.stack([a for _, a in codes]),
+    }
+    tokens = torch.stack([SimpleTokenizer(context_length=16)([t.text for t in row]) for row in texts])
+    network = tiny_medfilip(itm=False, patches=True)
+    pred = network(torch.rand(2, 1, 64, 64), tokens)  # a 2 x 2 last feature map: 4 patches
+    assert pred["patch_features"].shape == (2, 4, 16)
+    assert torch.allclose(pred["patch_features"].norm(dim=-1), torch.ones(2, 4), atol=1e-5)
+    loss_fn = MedFILIPLoss(SemanticSimilarityMatrix(vocabulary, unmentioned="absent"), SoftTargetContrastiveLoss(),
+                           patch_weight=0.5)  # fmt: skip
+    loss_fn(pred, target).backward()
+    assert set(loss_fn.last_terms) == {"contrastive", "patch"}
+    assert network.patch_head.weight.grad.abs().sum() > 0
+    with pytest.raises(KeyError, match="patch_head"):
+        loss_fn(tiny_medfilip(itm=False)(torch.rand(2, 1, 64, 64), tokens), target)
+
+
+def test_zero_shot_patch_scoring_compares_prompts_with_the_patches():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from bundle.engines import ZeroShotInferer
+
+    torch.manual_seed(0)
+    network = tiny_medfilip(itm=False, patches=True).eval()
+    tokenizer = SimpleTokenizer(context_length=16)
+    prompts = [("pleural effusion", "no pleural effusion"), ("nodule", "no nodule")]
+    image = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        patches = network.encode_patches(image)
+        texts = network.encode_text(tokenizer([text for pair in prompts for text in pair]))
+        expected = patch_sentence_similarity(patches, texts, 0.1)
+        positive = ZeroShotInferer(prompts, tokenizer, "positive", patch_temperature=0.1)(image, network)
+        contrast = ZeroShotInferer(prompts, tokenizer, "contrast", patch_temperature=0.1)(image, network)
+        pooled = ZeroShotInferer(prompts, tokenizer, "positive")(image, network)
+    assert patches.shape == (3, 4, 16)
+    assert torch.allclose(positive, expected[:, [0, 2]], atol=1e-6)
+    scaled = expected.reshape(3, 2, 2) * network.clip.logit_scale.exp()
+    assert torch.allclose(contrast, scaled.softmax(dim=-1)[..., 0], atol=1e-6)
+    assert torch.allclose(pooled, network.encode_image(image) @ texts[[0, 2]].T, atol=1e-6)
+    with pytest.raises(RuntimeError, match="no patch head"):
+        tiny_medfilip(itm=False).encode_patches(image)

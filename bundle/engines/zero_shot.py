@@ -13,6 +13,10 @@ one finding: an image with a consolidation scores high on a held-out "opaque, la
 too, but the consolidation prompt takes the larger share. A category's score therefore depends on
 which categories are scored with it. AUC depends only on the order within a category, so all
 three serve it; ``contrast`` and ``softmax`` are probabilities.
+
+With ``patch_temperature`` set, every form compares a text with the image patches it attends to
+(``bundle.losses.patch_sentence_similarity``, MLIP's patch-sentence matching) instead of with the
+pooled image embedding; the network needs a patch head (``configs/patch_matching.json``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from monai.inferers import Inferer
 from torch import nn
 
 from bundle.knowledge.iki import FindingTextComposer
+from bundle.losses.medfilip import patch_sentence_similarity
 
 POSITIVE_TEMPLATE = "{}"
 NEGATIVE_TEMPLATE = "no {}"
@@ -44,6 +49,8 @@ class ZeroShotInferer(Inferer):
         scoring: ``"contrast"``, ``"positive"`` or ``"softmax"`` (see the module docstring).
         background: with ``"softmax"``, the text that competes for images without a finding
             (None: the categories compete only among themselves); unused by the other scorings.
+        patch_temperature: None (default): texts are compared with the pooled image embedding.
+            A temperature: with the patches each text attends to (the network's ``encode_patches``).
 
     ``__call__(image, network)`` takes ``image`` ``[B, 1, H, W]`` and a network with
     ``encode_image``/``encode_text`` (see ``ChestXRayCLIP``) and returns probabilities ``[B, C]``.
@@ -55,6 +62,7 @@ class ZeroShotInferer(Inferer):
         tokenizer: Callable[[list[str]], torch.Tensor],
         scoring: str = "contrast",
         background: str | None = None,
+        patch_temperature: float | None = None,
     ) -> None:
         super().__init__()
         if not prompts:
@@ -67,6 +75,7 @@ class ZeroShotInferer(Inferer):
         self.tokens = tokenizer(texts)
         self.num_categories = len(prompts)
         self.scoring = scoring
+        self.patch_temperature = None if patch_temperature is None else float(patch_temperature)
 
     @classmethod
     def from_composer(
@@ -75,11 +84,12 @@ class ZeroShotInferer(Inferer):
         composer: FindingTextComposer,
         tokenizer: Callable[[list[str]], torch.Tensor],
         scoring: str = "contrast",
+        patch_temperature: float | None = None,
     ) -> "ZeroShotInferer":
         """Prompts composed by IKI exactly as training texts are (``FindingTextComposer.prompts``); with
         ``"softmax"`` scoring the composer's no-finding text is the background."""
         prompts = [composer.prompts(c) for c in categories]
-        return cls(prompts, tokenizer, scoring, background=composer.compose(None).text)
+        return cls(prompts, tokenizer, scoring, composer.compose(None).text, patch_temperature)
 
     @classmethod
     def for_categories(
@@ -99,15 +109,18 @@ class ZeroShotInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         model = getattr(network, "module", network)  # unwrap DistributedDataParallel
-        image_features = model.encode_image(inputs)
         text_features = model.encode_text(self.tokens.to(inputs.device))
+        if self.patch_temperature is None:
+            similarity = model.encode_image(inputs) @ text_features.T
+        else:
+            similarity = patch_sentence_similarity(model.encode_patches(inputs), text_features, self.patch_temperature)
         pairs = 2 * self.num_categories
-        cosines = torch.einsum("bd,cpd->bcp", image_features, text_features[:pairs].view(self.num_categories, 2, -1))
+        cosines = similarity[:, :pairs].reshape(-1, self.num_categories, 2)
         if self.scoring == "positive":
             return cosines[..., 0]
         scale = model.clip.logit_scale.exp()
         if self.scoring == "softmax":
-            competitors = torch.cat([cosines[..., 0], image_features @ text_features[pairs:].T], dim=1)
+            competitors = torch.cat([cosines[..., 0], similarity[:, pairs:]], dim=1)
             return (competitors * scale).softmax(dim=-1)[:, : self.num_categories]
         return (cosines * scale).softmax(dim=-1)[..., 0]
 

@@ -1,7 +1,7 @@
 """Losses: each takes the network's output dict and the batch target."""
 
 from .contrastive import CLIPContrastiveLoss
-from .medfilip import MedFILIPLoss, SoftTargetContrastiveLoss, mine_itm_pairs
+from .medfilip import MedFILIPLoss, SoftTargetContrastiveLoss, mine_itm_pairs, patch_sentence_similarity
 from .sentence_similarity import SentenceEmbedder
 from .ssm import FindingsVocabulary, OwnTextTargets, SemanticSimilarityMatrix
 
@@ -14,4 +14,5 @@ __all__ = [
     "SentenceEmbedder",
     "SoftTargetContrastiveLoss",
     "mine_itm_pairs",
+    "patch_sentence_similarity",
 ]

@@ -81,6 +81,33 @@ def _soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> tor
     return -(q * logits[rows].log_softmax(dim=1)).sum(dim=1).mean()
 
 
+def patch_sentence_similarity(
+    patch_features: torch.Tensor, text_features: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """``[B, N]``: each text's cosine with the image patches it attends to (MLIP's patch-sentence matching).
+
+    For image ``i`` and text ``j`` the patches are weighted by ``softmax_p(cos(patch_ip, text_j) /
+    temperature)``, so a finding text is compared with the region that shows it rather than with
+    the whole image's average; a small temperature approaches the best patch (FILIP's max), a
+    large one the mean. MLIP aligns sentences and patches with optimal transport; with one short
+    finding text per slot the attention-weighted cosine is the one-to-many case of it, and no
+    ecosystem loss computes it.
+
+    Args:
+        patch_features: ``[B, P, D]`` L2-normalised patch embeddings (``MedFILIP``'s ``patch_features``).
+        text_features: ``[N, D]`` L2-normalised text embeddings (zero rows for empty slots score 0).
+        temperature: sharpness of the attention over patches.
+    """
+    if patch_features.ndim != 3 or patch_features.shape[-1] != text_features.shape[-1]:
+        raise ValueError(
+            f"patch features {tuple(patch_features.shape)} must be [B, P, D] with D = the text features' "
+            f"{text_features.shape[-1]}"
+        )
+    cosine = torch.einsum("bpd,nd->bpn", patch_features.float(), text_features.float())
+    attention = (cosine / temperature).softmax(dim=1)
+    return (attention * cosine).sum(dim=1)
+
+
 def mine_itm_pairs(
     similarity: torch.Tensor,
     targets: torch.Tensor,
@@ -144,6 +171,9 @@ class MedFILIPLoss(nn.Module):
             False the head learns on detached token states: on SynthCXR's demo budget the ITM
             gradient in the towers cost 0.04 validation AUC (docs/method.md), while the head
             still learns to re-rank.
+        patch_weight: weight of the patch-sentence term, the same soft contrastive loss on
+            :func:`patch_sentence_similarity` (needs the network's ``patch_features``); 0: off.
+        patch_temperature: sharpness of the attention over patches in that term.
 
     ``forward(pred, target)``: ``pred`` from ``bundle.networks.MedFILIP``; ``target`` a dict
     with ``findings_code`` ``[B, F, 5]``, ``text_code`` ``[B, T, 6]``, ``text_attributes``
@@ -162,6 +192,8 @@ class MedFILIPLoss(nn.Module):
         itm_max_positives: int | None = None,
         itm_sampling_temperature: float = 0.1,
         itm_trains_towers: bool = True,
+        patch_weight: float = 0.0,
+        patch_temperature: float = 0.1,
     ) -> None:
         super().__init__()
         self.ssm = ssm
@@ -173,6 +205,8 @@ class MedFILIPLoss(nn.Module):
         self.itm_max_positives = itm_max_positives
         self.itm_sampling_temperature = float(itm_sampling_temperature)
         self.itm_trains_towers = bool(itm_trains_towers)
+        self.patch_weight = float(patch_weight)
+        self.patch_temperature = float(patch_temperature)
         self.last_terms: dict[str, float] = {}
 
     def forward(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -186,6 +220,13 @@ class MedFILIPLoss(nn.Module):
         contrastive = self.contrastive(similarity, pred["logit_scale"], targets, weights)
         total = self.contrastive_weight * contrastive
         self.last_terms = {"contrastive": float(contrastive.detach())}
+        if self.patch_weight > 0:
+            if "patch_features" not in pred:
+                raise KeyError("patch_weight > 0 needs the network's 'patch_features': build MedFILIP with a patch_head")
+            local = patch_sentence_similarity(pred["patch_features"], pred["text_features"], self.patch_temperature)
+            patch = self.contrastive(local, pred["logit_scale"], targets, weights)
+            total = total + self.patch_weight * patch
+            self.last_terms["patch"] = float(patch.detach())
         if self.itm_weight > 0:
             itm = self.itm_loss(pred, similarity.detach(), targets, weights, target["text_code"].shape[1])
             total = total + self.itm_weight * itm

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bundle.networks.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ChestXRayCLIP
@@ -63,14 +64,18 @@ class MedFILIP(ChestXRayCLIP):
         clip: an open_clip ``CLIP`` (see ``build_open_clip``).
         itm_head: an :class:`ImageTextMatchingHead`, or None (the no-ITM ablation).
         image_token_layer: dotted name (below ``clip.visual``) of the module whose output are the
-            image tokens for ITM: a ``[B, C, h, w]`` feature map or ``[B, L, C]`` tokens, e.g.
-            ``trunk.layer4`` (timm ResNets), ``layer4`` (open_clip RN50), ``transformer`` (ViT).
+            image tokens for ITM and patch features: a ``[B, C, h, w]`` feature map or ``[B, L, C]``
+            tokens, e.g. ``trunk.layer4`` (timm ResNets), ``layer4`` (open_clip RN50), ``transformer`` (ViT).
+        patch_head: maps each image token into the joint embedding space (e.g. a ``torch.nn.Linear``
+            from the token channels to the embedding width), for MLIP's patch-sentence matching
+            (``bundle.losses.patch_sentence_similarity``); None: no patch features.
         image_mean, image_std: see ``ChestXRayCLIP``.
 
     ``forward(image [B, 1, H, W], text [B, T, L])`` (token id 0 = padding; an all-zero row is an
     empty slot) returns ``image_features`` ``[B, D]``, ``text_features`` ``[B*T, D]`` (zero rows
-    for empty slots), ``logit_scale`` and, with an ITM head, ``image_tokens`` ``[B, I, C]``,
-    ``text_tokens`` ``[B*T, L', W]`` and ``text_token_mask`` ``[B*T, L']`` (L' = the longest text).
+    for empty slots), ``logit_scale``; with an ITM head, ``image_tokens`` ``[B, I, C]``,
+    ``text_tokens`` ``[B*T, L', W]`` and ``text_token_mask`` ``[B*T, L']`` (L' = the longest text);
+    with a patch head, ``patch_features`` ``[B, I, D]`` (L2-normalised).
     """
 
     def __init__(
@@ -78,15 +83,17 @@ class MedFILIP(ChestXRayCLIP):
         clip: open_clip.CLIP,
         itm_head: ImageTextMatchingHead | None = None,
         image_token_layer: str | None = "trunk.layer4",
+        patch_head: nn.Module | None = None,
         image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
         image_std: Sequence[float] = OPENAI_CLIP_STD,
     ) -> None:
         super().__init__(clip, image_mean, image_std)
         self.itm_head = itm_head
+        self.patch_head = patch_head
         self._captured: dict[str, torch.Tensor] = {}
-        if itm_head is not None:
-            if not hasattr(clip, "ln_final"):
-                raise ValueError("the ITM head needs an open_clip CLIP with its own text transformer (ln_final)")
+        if itm_head is not None and not hasattr(clip, "ln_final"):
+            raise ValueError("the ITM head needs an open_clip CLIP with its own text transformer (ln_final)")
+        if itm_head is not None or patch_head is not None:
             try:
                 image_layer = clip.visual.get_submodule(image_token_layer or "")
             except AttributeError:
@@ -97,6 +104,7 @@ class MedFILIP(ChestXRayCLIP):
             # partials of a bound method, not closures: copy.deepcopy maps them to the copy, whose hooks
             # then fill the copy's own _captured
             image_layer.register_forward_hook(functools.partial(self._capture, "image_tokens"))
+        if itm_head is not None:
             clip.ln_final.register_forward_hook(functools.partial(self._capture, "text_tokens"))
 
     def _capture(self, name: str, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
@@ -117,6 +125,10 @@ class MedFILIP(ChestXRayCLIP):
         text_features = image_features.new_zeros(flat.shape[0], image_features.shape[1])
         text_features[filled] = self.encode_text(unique).to(text_features.dtype)[inverse]
         output = {"image_features": image_features, "text_features": text_features, "logit_scale": self.clip.logit_scale.exp()}
+        if image_tokens is not None:
+            image_tokens = _as_tokens(image_tokens)
+        if self.patch_head is not None:
+            output["patch_features"] = F.normalize(self.patch_head(image_tokens), dim=-1)
         if self.itm_head is None:
             return output
         token_mask = flat.ne(0)
@@ -124,10 +136,16 @@ class MedFILIP(ChestXRayCLIP):
         states = self._captured["text_tokens"][:, :length]
         text_tokens = states.new_zeros(flat.shape[0], length, states.shape[-1])
         text_tokens[filled] = states[inverse]
-        if image_tokens.ndim == 4:  # a [B, C, h, w] feature map: one token per position
-            image_tokens = image_tokens.flatten(2).transpose(1, 2)
         output.update(image_tokens=image_tokens, text_tokens=text_tokens, text_token_mask=token_mask[:, :length])
         return output
+
+    def encode_patches(self, image: torch.Tensor) -> torch.Tensor:
+        """``[B, I, D]`` L2-normalised patch embeddings of ``image`` ``[B, 1, H, W]`` (needs a patch head)."""
+        if self.patch_head is None:
+            raise RuntimeError("this MedFILIP network has no patch head: build it with patch_head (configs/patch_matching.json)")
+        self._captured.clear()
+        self.encode_image(image)
+        return F.normalize(self.patch_head(_as_tokens(self._captured["image_tokens"])), dim=-1)
 
     def match_logits(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_token_mask: torch.Tensor
@@ -136,3 +154,8 @@ class MedFILIP(ChestXRayCLIP):
         if self.itm_head is None:
             raise RuntimeError("this MedFILIP network has no ITM head")
         return self.itm_head(image_tokens, text_tokens, text_token_mask)
+
+
+def _as_tokens(image_tokens: torch.Tensor) -> torch.Tensor:
+    """``[B, I, C]`` tokens from a ``[B, C, h, w]`` feature map (one token per position) or tokens as they are."""
+    return image_tokens.flatten(2).transpose(1, 2) if image_tokens.ndim == 4 else image_tokens
