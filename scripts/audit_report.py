@@ -160,6 +160,8 @@ def resolve_run(
             contrastive_weight=argument(loss_id, "contrastive_weight"),
             itm_weight=argument(loss_id, "itm_weight") if has_itm_head else 0.0,
             itm_negative_threshold=argument(loss_id, "itm_negative_threshold"),
+            # like ITM, the patch term needs its head in the network (patch_matching.json adds both)
+            patch_weight=argument(loss_id, "patch_weight") if parser.get("network_def#patch_head", None) else 0.0,
             contrastive_form=argument(contrastive_id, "form"),
             min_temperature=argument(contrastive_id, "min_temperature"),
             max_temperature=argument(contrastive_id, "max_temperature"),
@@ -183,6 +185,7 @@ def resolve_run(
             "its categories must be @label_categories for the audit to show every category's prompts"
         )
     run["zero_shot_scoring"] = inferer.scoring
+    run["zero_shot_patches"] = inferer.patch_temperature is not None
     run["prompts_composed"] = _target(parser, _component(parser, "validate#inferer")).endswith(".from_composer")
     return knowledge_base, composer, dict(zip(shown, inferer.prompts)), run, datalist
 

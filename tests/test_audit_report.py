@@ -56,7 +56,8 @@ def pages(synthcxr, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("audit")
     metrics = out / "zero_shot_metrics.json"
     metrics.write_text(json.dumps(METRICS))
-    configs = {"medfilip": "configs/train.json", "clip_baseline": "['configs/train.json','configs/clip_baseline.json']"}
+    configs = {"medfilip": "configs/train.json", "clip_baseline": "['configs/train.json','configs/clip_baseline.json']",
+               "patch_matching": "['configs/train.json','configs/patch_matching.json']"}
     for variant, config in configs.items():
         run_cli("scripts/audit_report.py", "--config_file", config, "--dataset_dir", str(synthcxr),
                 "--metrics", str(metrics), "--output", str(out / f"{variant}/report.html"))  # fmt: skip
@@ -123,6 +124,15 @@ def test_run_settings_come_from_the_config(pages):
     assert f"the severity from {TRAIN['field_drop_probabilities']['severity']:.0%}" in text
     assert "taken as absent" in text and "1 more “no …” text for" in text, "SynthCXR's complete findings lists"
     assert "AUC 0.812" in text and "threshold 0.432" in text and "AUC n/a" in text, "the metrics file"
+
+
+def test_patch_matching_is_said_only_where_the_run_has_it(pages):
+    patch = json.loads((REPO / "configs/patch_matching.json").read_text())
+    text = text_of(pages["patch_matching"].read_text())
+    assert f"Patch–sentence matching, weight {patch['patch_weight']:g}:" in text
+    assert "each prompt is compared with the regions it fits best" in text
+    default = text_of(pages["medfilip"].read_text())
+    assert "Patch–sentence matching" not in default and "regions it fits best" not in default
 
 
 def test_clip_baseline_page_shows_plain_prompts_and_report_texts(pages, synthcxr):

@@ -65,12 +65,13 @@ class RunSettings(TypedDict, total=False):
             are sampled "no X" texts for categories its report does not mention.
         loss: the loss class (``MedFILIPLoss``, ``CLIPContrastiveLoss``...).
         targets: the soft-target class (``SemanticSimilarityMatrix``, ``OwnTextTargets``).
-        contrastive_form, contrastive_weight, itm_weight, itm_negative_threshold,
+        contrastive_form, contrastive_weight, itm_weight, itm_negative_threshold, patch_weight,
         min_temperature, max_temperature: the loss arguments.
         ssm_location_weight, ssm_severity_weight, uncertain_weight, unmentioned_findings: the
             soft-target arguments.
         prompts_composed: whether zero-shot prompts come from the composer (else the plain names).
         zero_shot_scoring: ``"contrast"``, ``"positive"`` or ``"softmax"``.
+        zero_shot_patches: whether zero-shot prompts are compared with image patches (else the pooled image).
         label_uncertain_value: the evaluation label of a hedged finding.
         max_epochs, batch_size, image_size, learning_rate: the schedule.
     """
@@ -91,6 +92,7 @@ class RunSettings(TypedDict, total=False):
     contrastive_weight: float | None
     itm_weight: float | None
     itm_negative_threshold: float | None
+    patch_weight: float | None
     min_temperature: float | None
     max_temperature: float | None
     ssm_location_weight: float | None
@@ -99,6 +101,7 @@ class RunSettings(TypedDict, total=False):
     unmentioned_findings: str | None
     prompts_composed: bool
     zero_shot_scoring: str
+    zero_shot_patches: bool
     label_uncertain_value: float | None
     max_epochs: int | None
     batch_size: int | None
@@ -552,8 +555,13 @@ def _loss_block(run: RunSettings) -> str:
         f"(temperature) is learnt between {_e(_number(run.get('min_temperature')))} and "
         f"{_e(_number(run.get('max_temperature')))}.",
         f"<b>Image–text matching (ITM)</b>, weight <b>{_e(_number(itm_weight))}</b>: {itm}",
-        f"<b>Soft targets:</b> {_targets_text(run)}",
     ]
+    patch_weight = run.get("patch_weight") or 0.0
+    if patch_weight > 0:
+        items.append(f"<b>Patch–sentence matching</b>, weight <b>{_e(_number(patch_weight))}</b>: the same pulling and "
+                     "pushing, with each text compared with the regions of the image it fits best instead of the "
+                     "whole image, so that a finding is matched where it is drawn.")  # fmt: skip
+    items.append(f"<b>Soft targets:</b> {_targets_text(run)}")
     return _list(items)
 
 
@@ -605,6 +613,8 @@ def _zero_shot_block(run: RunSettings, metrics: Mapping[str, Any] | None) -> str
     else:
         how = ("the image is compared with the “present” and the “absent” prompt, and the score is the probability "
                "that the “present” one fits better (0 to 1; 0.5 means undecided).")  # fmt: skip
+    if run.get("zero_shot_patches"):
+        how += " The image is represented by its regions: each prompt is compared with the regions it fits best."
     items = [
         _e(f"Each category has two prompts, {source}; {how}"),
         _e("A category is called present when its score reaches the category's threshold. Thresholds are chosen on "
