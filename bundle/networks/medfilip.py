@@ -128,7 +128,7 @@ class MedFILIP(ChestXRayCLIP):
         if image_tokens is not None:
             image_tokens = _as_tokens(image_tokens)
         if self.patch_head is not None:
-            output["patch_features"] = F.normalize(self.patch_head(image_tokens), dim=-1)
+            output["patch_features"] = self._patch_features(image_tokens)
         if self.itm_head is None:
             return output
         token_mask = flat.ne(0)
@@ -145,7 +145,10 @@ class MedFILIP(ChestXRayCLIP):
             raise RuntimeError("this MedFILIP network has no patch head: build it with patch_head (configs/patch_matching.json)")
         self._captured.clear()
         self.encode_image(image)
-        return F.normalize(self.patch_head(_as_tokens(self._captured["image_tokens"])), dim=-1)
+        return self._patch_features(_as_tokens(self._captured["image_tokens"]))
+
+    def _patch_features(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.patch_head(image_tokens), dim=-1)
 
     def match_logits(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_token_mask: torch.Tensor
