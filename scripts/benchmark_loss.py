@@ -1,4 +1,4 @@
-"""Cost of MedFILIP's loss computation (SSM + soft contrastive + ITM) against a whole training step.
+"""Cost of MedFILIP's loss computation (SSM + soft contrastive + patch + ITM) against a whole training step.
 
 Builds the network, loss and optimiser that ``configs/train.json`` declares (demo settings), one
 batch of ``--batch-size`` images at the config's image size with ``--texts`` finding texts per
@@ -6,9 +6,11 @@ image (random SynthCXR-like findings composed by the config's IKI composer), and
 warm-up, the median of ``--repeats`` runs of:
 
 - the whole step: forward of both towers, loss, backward, optimiser step;
-- the loss computation alone: SSM targets, soft contrastive loss, hard-negative mining and
-  the ITM head, forward and backward (from the network's outputs, which are held fixed);
-- its parts: SSM targets; contrastive term forward + backward; ITM term forward + backward.
+- the loss computation alone: SSM targets, soft contrastive loss, the patch-sentence term,
+  hard-negative mining and the ITM head, forward and backward (from the network's outputs,
+  which are held fixed);
+- its parts: SSM targets; contrastive term forward + backward; patch term forward + backward;
+  ITM term forward + backward.
 
     python scripts/benchmark_loss.py [--batch-size 64 --texts 8 --repeats 5]
 
@@ -33,6 +35,7 @@ from monai.bundle import ConfigParser  # noqa: E402
 
 from bundle.data.synthcxr.recipes import CATEGORY_RECIPES  # noqa: E402
 from bundle.findings import Finding, Presence  # noqa: E402
+from bundle.losses import patch_sentence_similarity  # noqa: E402
 
 
 def random_findings(rng: np.random.Generator, count: int) -> list[Finding]:
@@ -117,12 +120,18 @@ def main() -> None:
         similarity = leaves["image_features"] @ leaves["text_features"].t()
         loss_function.contrastive(similarity, leaves["logit_scale"], targets, weights).backward()
 
+    def patch_only() -> None:
+        local = patch_sentence_similarity(leaves["patch_features"], leaves["text_features"], loss_function.patch_temperature)
+        loss_function.contrastive(local, leaves["logit_scale"], targets, weights).backward()
+
     def itm_only() -> None:
         similarity = (leaves["image_features"] @ leaves["text_features"].t()).detach()
         loss_function.itm_loss(leaves, similarity, targets, weights, args.texts).backward()
 
-    rows = [("whole training step", whole_step), ("loss computation (SSM + contrastive + ITM)", loss_only),
+    rows = [("whole training step", whole_step), ("loss computation (SSM + contrastive + patch + ITM)", loss_only),
             ("  SSM targets", ssm_only), ("  soft contrastive, fwd + bwd", contrastive_only)]  # fmt: skip
+    if loss_function.patch_weight > 0:
+        rows.append(("  patch-sentence term, fwd + bwd", patch_only))
     if loss_function.itm_weight > 0:
         rows.append(("  ITM mining + head, fwd + bwd", itm_only))
     timed = [(name, median_seconds(function, args.repeats)) for name, function in rows]
