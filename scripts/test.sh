@@ -9,6 +9,5 @@ bash scripts/setup_llm_server.sh >/dev/null
 # MONAI Label's integration test runs a real server in its own environment (first build: minutes)
 bash scripts/setup_monailabel.sh >/dev/null
 # Two workers, one test file each at a time (module fixtures are built once): much of a test's time is
-# a CLI process starting up or a server answering, so two files interleave well on 2 cores. Files go
-# out in collection order, the longest first (tests/conftest.py), not xdist's most-tests-first.
-python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20 tests "$@"
+# a CLI process starting up or a server answering, so two files interleave well on 2 cores.
+python -m pytest -q -n 2 --dist loadfile --durations=20 tests "$@"
