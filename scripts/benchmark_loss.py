@@ -35,7 +35,6 @@ from monai.bundle import ConfigParser  # noqa: E402
 
 from bundle.data.synthcxr.recipes import CATEGORY_RECIPES  # noqa: E402
 from bundle.findings import Finding, Presence  # noqa: E402
-from bundle.losses import patch_sentence_similarity  # noqa: E402
 
 
 def random_findings(rng: np.random.Generator, count: int) -> list[Finding]:
@@ -89,12 +88,7 @@ def main() -> None:
     findings = [random_findings(rng, args.texts) for _ in range(batch)]
     texts = [[composer.compose(f, rng) for f in item] for item in findings]
     tokens = torch.stack([tokenizer([t.text for t in item]) for item in texts])
-    codes = [vocabulary.encode_texts(item, args.texts) for item in texts]
-    target = {
-        "findings_code": torch.stack([vocabulary.encode_findings(f, args.texts) for f in findings]),
-        "text_code": torch.stack([c for c, _ in codes]),
-        "text_attributes": torch.stack([a for _, a in codes]),
-    }
+    target = vocabulary.encode_batch(findings, texts, max_texts=args.texts, max_findings=args.texts)
     images = torch.rand(batch, 1, size, size)
     network.train()
 
@@ -117,15 +111,14 @@ def main() -> None:
     targets, weights = loss_function.ssm(target["findings_code"], target["text_code"], target["text_attributes"])
 
     def contrastive_only() -> None:
-        similarity = leaves["image_features"] @ leaves["text_features"].t()
+        similarity = loss_function.pooled_similarity(leaves)
         loss_function.contrastive(similarity, leaves["logit_scale"], targets, weights).backward()
 
     def patch_only() -> None:
-        local = patch_sentence_similarity(leaves["patch_features"], leaves["text_features"], loss_function.patch_temperature)
-        loss_function.contrastive(local, leaves["logit_scale"], targets, weights).backward()
+        loss_function.patch_loss(leaves, targets, weights).backward()
 
     def itm_only() -> None:
-        similarity = (leaves["image_features"] @ leaves["text_features"].t()).detach()
+        similarity = loss_function.pooled_similarity(leaves).detach()
         loss_function.itm_loss(leaves, similarity, targets, weights, args.texts).backward()
 
     rows = [("whole training step", whole_step), ("loss computation (SSM + contrastive + patch + ITM)", loss_only),

@@ -92,16 +92,6 @@ def test_hard_negatives_are_similar_pairs_with_low_targets():
     assert len(limited) <= 6
 
 
-def findings_targets(vocabulary, images_findings, texts, max_texts: int, max_findings: int) -> dict:
-    """The loss's structured targets for a batch, as PrepareFindingsBatch stacks them."""
-    codes = [vocabulary.encode_texts(row, max_texts) for row in texts]
-    return {
-        "findings_code": torch.stack([vocabulary.encode_findings(f, max_findings) for f in images_findings]),
-        "text_code": torch.stack([c for c, _ in codes]),
-        "text_attributes": torch.stack([a for _, a in codes]),
-    }
-
-
 def tiny_medfilip(itm: bool = True, patches: bool = False) -> MedFILIP:
     clip = build_open_clip(
         embed_dim=16,
@@ -128,7 +118,7 @@ def test_medfilip_network_and_loss_end_to_end_gradients():
     texts[2] = [composer.compose(None), composer.compose(images_findings[2][0])]
     tokens = torch.stack([torch.cat([tokenizer([t.text for t in row]), torch.zeros(2 - len(row), 16, dtype=torch.long)])
                           for row in texts])  # fmt: skip
-    target = findings_targets(vocabulary, images_findings, texts, max_texts=2, max_findings=3)
+    target = vocabulary.encode_batch(images_findings, texts, max_texts=2, max_findings=3)
     network = tiny_medfilip()
     pred = network(torch.rand(3, 1, 32, 32), tokens)
     assert pred["text_features"].shape == (6, 16)
@@ -193,7 +183,7 @@ def test_the_patch_term_trains_the_patch_head():
 
     findings = [[Finding("nodule", "right upper zone")], [Finding("pleural_effusion", "left base")]]
     texts = [[composer.compose(f[0])] for f in findings]
-    target = findings_targets(vocabulary, findings, texts, max_texts=1, max_findings=2)
+    target = vocabulary.encode_batch(findings, texts, max_texts=1, max_findings=2)
     tokens = torch.stack([SimpleTokenizer(context_length=16)([t.text for t in row]) for row in texts])
     network = tiny_medfilip(itm=False, patches=True)
     pred = network(torch.rand(2, 1, 64, 64), tokens)  # a 2 x 2 last feature map: 4 patches

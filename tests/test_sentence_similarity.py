@@ -89,9 +89,8 @@ def blend_batch(deny_effusion_in_image_1: bool = True) -> tuple[torch.Tensor, to
          FindingText("no pleural effusion", TextKind.ABSENT, "pleural_effusion", True)],
         [FindingText("no acute cardiopulmonary finding", TextKind.NO_FINDING)],
     ]  # fmt: skip
-    findings = torch.stack([VOCAB.encode_findings(f, 4) for f in images])
-    encoded = [VOCAB.encode_texts(t, 2) for t in texts]
-    codes, attributes = torch.stack([c for c, _ in encoded]), torch.stack([a for _, a in encoded])
+    batch = VOCAB.encode_batch(images, texts, max_texts=2, max_findings=4)
+    findings, codes, attributes = batch["findings_code"], batch["text_code"], batch["text_attributes"]
     embeddings = torch.tensor([[[1.0, 0.0], [0.6, 0.8]], [[0.8, 0.6], [1.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]])
     return findings, codes, attributes, embeddings
 

@@ -216,15 +216,12 @@ class MedFILIPLoss(nn.Module):
         targets, weights = self.ssm(
             target["findings_code"], target["text_code"], target["text_attributes"], target.get("text_embeddings")
         )
-        similarity = pred["image_features"].float() @ pred["text_features"].float().t()
+        similarity = self.pooled_similarity(pred)
         contrastive = self.contrastive(similarity, pred["logit_scale"], targets, weights)
         total = self.contrastive_weight * contrastive
         self.last_terms = {"contrastive": float(contrastive.detach())}
         if self.patch_weight > 0:
-            if "patch_features" not in pred:
-                raise KeyError("patch_weight > 0 needs the network's 'patch_features': build MedFILIP with a patch_head")
-            local = patch_sentence_similarity(pred["patch_features"], pred["text_features"], self.patch_temperature)
-            patch = self.contrastive(local, pred["logit_scale"], targets, weights)
+            patch = self.patch_loss(pred, targets, weights)
             total = total + self.patch_weight * patch
             self.last_terms["patch"] = float(patch.detach())
         if self.itm_weight > 0:
@@ -232,6 +229,20 @@ class MedFILIPLoss(nn.Module):
             total = total + self.itm_weight * itm
             self.last_terms["itm"] = float(itm.detach())
         return total
+
+    @staticmethod
+    def pooled_similarity(pred: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, B*T]`` cosines of the pooled image embeddings with every text of the batch."""
+        return pred["image_features"].float() @ pred["text_features"].float().t()
+
+    def patch_loss(
+        self, pred: Mapping[str, torch.Tensor], targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """The soft contrastive loss on each text's similarity with the image patches it attends to."""
+        if "patch_features" not in pred:
+            raise KeyError("patch_weight > 0 needs the network's 'patch_features': build MedFILIP with a patch_head")
+        local = patch_sentence_similarity(pred["patch_features"], pred["text_features"], self.patch_temperature)
+        return self.contrastive(local, pred["logit_scale"], targets, weights)
 
     def itm_loss(
         self,

@@ -125,6 +125,22 @@ class FindingsVocabulary:
                 attributes[row, self.attribute_index[term]] = 1.0
         return codes, attributes
 
+    def encode_batch(
+        self, images_findings: Sequence[Sequence[Finding | Mapping]], texts: Sequence[Sequence[FindingText]],
+        max_texts: int, max_findings: int,
+    ) -> dict[str, torch.Tensor]:
+        """A batch's structured targets as ``PrepareFindingsBatch`` stacks them from the transforms' output.
+
+        For code that builds a batch without the data pipeline (benchmarks, tests):
+        ``{"findings_code": [B, max_findings, 5], "text_code": [B, max_texts, 6], "text_attributes": [B, max_texts, V]}``.
+        """
+        codes = [self.encode_texts(row, max_texts) for row in texts]
+        return {
+            "findings_code": torch.stack([self.encode_findings(f, max_findings) for f in images_findings]),
+            "text_code": torch.stack([code for code, _ in codes]),
+            "text_attributes": torch.stack([attributes for _, attributes in codes]),
+        }
+
 
 class SemanticSimilarityMatrix:
     """Soft targets ``[B, N]`` and pair weights ``[B, N]`` for B images and the N texts of a batch.
