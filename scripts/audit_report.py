@@ -160,7 +160,7 @@ def resolve_run(
             contrastive_weight=argument(loss_id, "contrastive_weight"),
             itm_weight=argument(loss_id, "itm_weight") if has_itm_head else 0.0,
             itm_negative_threshold=argument(loss_id, "itm_negative_threshold"),
-            # like ITM, the patch term needs its head in the network (patch_matching.json adds both)
+            # like ITM, the patch term needs its head in the network (no_patch_matching.json nulls it)
             patch_weight=argument(loss_id, "patch_weight") if parser.get("network_def#patch_head", None) else 0.0,
             contrastive_form=argument(contrastive_id, "form"),
             min_temperature=argument(contrastive_id, "min_temperature"),

@@ -20,7 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", type=Path, required=True, help="zero_shot_metrics.json written by evaluate.json")
     parser.add_argument("--output", type=Path, required=True, help="Markdown file to (re)write")
-    parser.add_argument("--method", default="MedFILIP (`configs/train.json`: IKI finding texts, SSM soft targets, ITM)",
+    parser.add_argument("--method", default="MedFILIP (`configs/train.json`: IKI finding texts, SSM soft targets, ITM, patch–sentence matching)",
                         help="what was trained, for the page's first sentence")
     args = parser.parse_args()
     if not args.metrics.is_file():

@@ -57,7 +57,7 @@ def pages(synthcxr, tmp_path_factory) -> dict[str, Path]:
     metrics = out / "zero_shot_metrics.json"
     metrics.write_text(json.dumps(METRICS))
     configs = {"medfilip": "configs/train.json", "clip_baseline": "['configs/train.json','configs/clip_baseline.json']",
-               "patch_matching": "['configs/train.json','configs/patch_matching.json']"}
+               "no_patch_matching": "['configs/train.json','configs/no_patch_matching.json']"}
     for variant, config in configs.items():
         run_cli("scripts/audit_report.py", "--config_file", config, "--dataset_dir", str(synthcxr),
                 "--metrics", str(metrics), "--output", str(out / f"{variant}/report.html"))  # fmt: skip
@@ -127,12 +127,11 @@ def test_run_settings_come_from_the_config(pages):
 
 
 def test_patch_matching_is_said_only_where_the_run_has_it(pages):
-    patch = json.loads((REPO / "configs/patch_matching.json").read_text())
-    text = text_of(pages["patch_matching"].read_text())
-    assert f"Patch–sentence matching, weight {patch['patch_weight']:g}:" in text
+    text = text_of(pages["medfilip"].read_text())
+    assert f"Patch–sentence matching, weight {TRAIN['patch_weight']:g}:" in text
     assert "each prompt is compared with the regions it fits best" in text
-    default = text_of(pages["medfilip"].read_text())
-    assert "Patch–sentence matching" not in default and "regions it fits best" not in default
+    ablation = text_of(pages["no_patch_matching"].read_text())
+    assert "Patch–sentence matching" not in ablation and "regions it fits best" not in ablation
 
 
 def test_clip_baseline_page_shows_plain_prompts_and_report_texts(pages, synthcxr):

@@ -14,8 +14,8 @@ import pytest
 
 from tests.bundle_cli import describe, make_synthcxr, run_script
 
-VARIANTS = ["clip_baseline", "medfilip", "no_iki", "no_field_masking", "no_ssm", "no_itm", "patch_matching"]
-WITH_ITM_HEAD = {"medfilip", "no_iki", "no_field_masking", "no_ssm", "patch_matching"}
+VARIANTS = ["clip_baseline", "medfilip", "no_iki", "no_field_masking", "no_ssm", "no_itm", "no_patch_matching"]
+WITH_ITM_HEAD = {"medfilip", "no_iki", "no_field_masking", "no_ssm", "no_patch_matching"}
 RECALLS = [f"{direction}_recall@{k}" for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)]
 
 

@@ -34,7 +34,7 @@ def test_real_run_configs_build_named_open_clip_models_offline(override, name, m
     assert out["image_tokens"].shape[-1] == parser["image_token_dim"] and logits.shape == (1,)
 
 
-VARIANTS = ("clip_baseline", "no_iki", "no_field_masking", "no_ssm", "no_itm", "patch_matching")
+VARIANTS = ("clip_baseline", "no_iki", "no_field_masking", "no_ssm", "no_itm", "no_patch_matching")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -52,7 +52,8 @@ def test_hyper_parameters_are_top_level_keys():
     for key in ("image_size", "batch_size", "learning_rate", "max_epochs", "embed_dim", "context_length",
                 "pretrained_weights", "val_interval", "seed", "resume", "track_mlflow", "tracking_uri", "iki",
                 "finding_templates", "field_drop_probabilities", "max_texts_per_image", "contrastive_weight",
-                "itm_weight", "min_temperature", "max_temperature", "unmentioned_findings", "zero_shot_scoring"):
+                "itm_weight", "patch_weight", "patch_temperature", "min_temperature", "max_temperature",
+                "unmentioned_findings", "zero_shot_scoring"):
         assert key in config, key
     assert {"imports", "bundle_root", "device", "network_def", "network", "train", "validate", "initialize", "run",
             "training"} <= set(config)

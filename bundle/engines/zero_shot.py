@@ -16,7 +16,7 @@ three serve it; ``contrast`` and ``softmax`` are probabilities.
 
 With ``patch_temperature`` set, every form compares a text with the image patches it attends to
 (``bundle.losses.patch_sentence_similarity``, MLIP's patch-sentence matching) instead of with the
-pooled image embedding; the network needs a patch head (``configs/patch_matching.json``).
+pooled image embedding; the network needs a patch head (``configs/train.json`` declares one).
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class MedFILIP(ChestXRayCLIP):
     def encode_patches(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, I, D]`` L2-normalised patch embeddings of ``image`` ``[B, 1, H, W]`` (needs a patch head)."""
         if self.patch_head is None:
-            raise RuntimeError("this MedFILIP network has no patch head: build it with patch_head (configs/patch_matching.json)")
+            raise RuntimeError("this MedFILIP network has no patch head: build it with patch_head, as configs/train.json does")
         self._captured.clear()
         self.encode_image(image)
         return self._patch_features(_as_tokens(self._captured["image_tokens"]))
