@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bundle.io import atomic_open, write_bytes_atomic, write_json_atomic  # noqa: E402
-from bundle.metrics.zero_shot_report import ABNORMAL_AUC, LINEAR_PROBE_AUC  # noqa: E402
+from bundle.tables import ABNORMAL_AUC, LINEAR_PROBE_AUC  # noqa: E402
 
 FULL_METHOD = "medfilip"
 BASE_CONFIG = "configs/train.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.io import atomic_open  # noqa: E402
-from bundle.metrics.zero_shot_report import format_retrieval_table, format_table  # noqa: E402
+from bundle.tables import format_retrieval_table, format_table  # noqa: E402
 
 
 def main() -> None:

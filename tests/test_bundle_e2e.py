@@ -102,6 +102,22 @@ def test_evaluation_writes_metrics_with_validation_thresholds(trained, synthcxr)
     assert 0.0 <= metrics["seen"]["macro"]["auc"] <= 1.0
     assert (workdir / "eval/zero_shot_roc.png").stat().st_size > 1000
 
+    # the demo's last step turns the metrics into docs/results.md, without importing torch or MONAI
+    page = workdir / "results.md"
+    summarize = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+                 "runpy.run_path(sys.argv[0], run_name='__main__'); "
+                 "print('heavy modules:', sorted({'torch', 'monai'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", summarize, str(REPO / "scripts/summarize_results.py"), "--metrics",
+                             str(workdir / "eval/zero_shot_metrics.json"), "--output", str(page)],
+                            cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, describe(result)
+    assert "heavy modules: []" in result.stdout
+    text = page.read_text()
+    assert "### Seen categories" in text and "### Retrieval (test split" in text
+    macro = metrics["seen"]["macro"]
+    assert f"| **macro** |  |  | {macro['auc']:.3f} | {macro['f1']:.3f} |" in text
+    assert f"seen-category macro-AUC: {macro['auc']:.3f}" in result.stdout
+
 
 def test_train_workflow_has_all_required_properties(synthcxr, tmp_path):
     from monai.bundle import ConfigWorkflow

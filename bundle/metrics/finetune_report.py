@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from ..engines.zero_shot import stack_outputs
 from ..io import write_json_atomic
+from ..tables import format_table
 from .classification import classification_metrics, max_f1_thresholds, plot_roc_curves
-from .zero_shot_report import format_table
 
 METRICS_FILE = "finetune_metrics.json"
 THRESHOLD_RULE = "maximum F1 per category on the validation split, applied unchanged to the test split"
