@@ -36,7 +36,7 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
 
 
 def format_retrieval_table(retrieval: Mapping[str, Any]) -> str:
-    """A Markdown table of the Recall@K blocks of :func:`retrieval_report` (chance level last)."""
+    """A Markdown table of the Recall@K blocks of ``bundle.metrics.retrieval_report`` (chance level last)."""
     rows = {"image to text": retrieval["image_to_text"], "text to image": retrieval["text_to_image"]}
     if "itm_reranked" in retrieval:
         reranked = retrieval["itm_reranked"]

@@ -64,6 +64,12 @@ def test_metadata_input_shape_matches_the_default_image_size():
     assert parser.get("_meta_#network_data_format#inputs#image#spatial_shape") == [parser["image_size"]] * 2
 
 
+def test_package_version_is_the_bundle_version():
+    import bundle
+
+    assert bundle.__version__ == json.loads((REPO / "metadata.json").read_text())["version"]
+
+
 def test_command_line_switches_read_lower_case_words():
     from bundle.engines import flag
 
