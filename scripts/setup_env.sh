@@ -54,10 +54,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     # Byte-compiled once here: where PYTHONDONTWRITEBYTECODE is set, as on these machines, nothing is
     # cached later and every process would compile the ~6,000 modules it imports (importing torch,
     # monai, open_clip and mlflow: 24.7 s instead of 11.4 s). Compiled by importing what the bundle's
-    # processes import, with bytecode writing on, in two processes (the bundle's torch stack; mlflow and
-    # the test tools): 45 s, where compileall over all 21,600 files of the environment took 70-84 s on
-    # 2 cores at the same hour, and start-up is as fast after either. A module left out is compiled
-    # when a process imports it, as without this step. bundle/ gets its own __pycache__ (git ignores it).
+    # processes import, with bytecode writing on, in two processes (the bundle's torch stack; the CLI's
+    # fire, mlflow and the test tools): 45 s, where compileall over all 21,600 files of the environment
+    # took 70-84 s on 2 cores at the same hour, and start-up is as fast after either. A module left out
+    # is compiled when a process imports it, as without this step. bundle/ gets its own __pycache__
+    # (git ignores it).
     # The first process is also the install's check: what it imports first must import.
     env -u PYTHONDONTWRITEBYTECODE PYTHONPATH="$MEDFILIP_ROOT" "$MEDFILIP_VENV/bin/python" - <<'PYTHON' >/dev/null &
 import importlib
@@ -77,7 +78,7 @@ import monai.bundle, mlflow  # noqa: E401,E402,F401  (the CLI every run goes thr
 PYTHON
     importing_bundle=$!
     env -u PYTHONDONTWRITEBYTECODE "$MEDFILIP_VENV/bin/python" -c \
-        "import mlflow, mlflow.tracking, pandas, sklearn.metrics, scipy.stats, matplotlib.pyplot, pytest, xdist" \
+        "import fire, mlflow, mlflow.tracking, pandas, sklearn.metrics, scipy.stats, matplotlib.pyplot, pytest, xdist" \
         >/dev/null 2>&1 || true
     wait "$importing_bundle" \
         || { echo "[setup] the installed environment does not import; see the output above" >&2; exit 1; }
