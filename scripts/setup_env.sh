@@ -77,10 +77,11 @@ for module in pkgutil.walk_packages(bundle.__path__, "bundle.", onerror=lambda n
 import monai.bundle  # noqa: E402,F401  (the CLI every run goes through)
 PYTHON
     importing_bundle=$!
+    broken=0  # this file is sourced: a value left in the caller's shell must not count
     env -u PYTHONDONTWRITEBYTECODE "$MEDFILIP_VENV/bin/python" -W ignore -c \
         "import fire, mlflow, mlflow.tracking, pandas, sklearn.metrics, scipy.stats, matplotlib.pyplot, pytest, xdist" \
         >/dev/null || broken=1
     wait "$importing_bundle" || broken=1
-    [ -z "${broken:-}" ] || { echo "[setup] the installed environment does not import; see the output above" >&2; exit 1; }
+    [ "$broken" = 0 ] || { echo "[setup] the installed environment does not import; see the output above" >&2; exit 1; }
     echo "$wanted" > "$stamp"
 fi
