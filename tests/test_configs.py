@@ -61,7 +61,7 @@ def test_hyper_parameters_are_top_level_keys():
 
 def test_metadata_input_shape_matches_the_default_image_size():
     parser = parse("configs/train.json")
-    assert parser.get("_meta_#network_data_format#inputs#image#spatial_shape") == [parser["image_size"]] * 2
+    assert parser.get("_meta_#clip_data_format#inputs#image#spatial_shape") == [parser["image_size"]] * 2
 
 
 def test_package_version_is_the_bundle_version():
