@@ -4,4 +4,4 @@ The configs in ``configs/`` import this package and build every object from its 
 nothing in here reads a config file or the environment.
 """
 
-__version__ = "0.10.0"  # metadata.json's "version" (a test keeps them equal)
+__version__ = "0.11.0"  # metadata.json's "version" (a test keeps them equal)

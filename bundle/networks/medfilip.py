@@ -65,7 +65,8 @@ class MedFILIP(ChestXRayCLIP):
         itm_head: an :class:`ImageTextMatchingHead`, or None (the no-ITM ablation).
         image_token_layer: dotted name (below ``clip.visual``) of the module whose output are the
             image tokens for ITM and patch features: a ``[B, C, h, w]`` feature map or ``[B, L, C]``
-            tokens, e.g. ``trunk.layer4`` (timm ResNets), ``layer4`` (open_clip RN50), ``transformer`` (ViT).
+            tokens, e.g. ``trunk.layer3`` or ``trunk.layer4`` (timm ResNets), ``layer4`` (open_clip RN50),
+            ``transformer`` (ViT).
         patch_head: maps each image token into the joint embedding space (e.g. a ``torch.nn.Linear``
             from the token channels to the embedding width), for MLIP's patch-sentence matching
             (``bundle.losses.patch_sentence_similarity``); None: no patch features.
@@ -99,7 +100,7 @@ class MedFILIP(ChestXRayCLIP):
             except AttributeError:
                 raise ValueError(
                     f"image_token_layer {image_token_layer!r} is not a module of the vision tower "
-                    f"({type(clip.visual).__name__}); name its last feature stage, e.g. 'trunk.layer4' or 'transformer'"
+                    f"({type(clip.visual).__name__}); name one of its feature stages, e.g. 'trunk.layer3', 'trunk.layer4' or 'transformer'"
                 ) from None
             # partials of a bound method, not closures: copy.deepcopy maps them to the copy, whose hooks
             # then fill the copy's own _captured
