@@ -3,7 +3,7 @@
 ``MedFILIP`` is a :class:`ChestXRayCLIP` (so zero-shot inference and checkpoints work the same)
 whose ``forward`` takes several texts per image and, when it has an image-text matching head,
 also returns the token states the head fuses. The tokens are read with forward hooks on the
-towers' own layers (the image tower's last feature map or patch tokens, the text tower's final
+towers' own layers (a feature map of the image tower or its patch tokens, the text tower's final
 layer norm), so the open_clip towers run unchanged and any of them can be used.
 """
 
@@ -24,7 +24,7 @@ class ImageTextMatchingHead(nn.Module):
     """Binary match logit for (image, text) pairs: text tokens cross-attend to image tokens.
 
     Args:
-        image_dim: channels of the image tokens (e.g. 512 for timm ``resnet10t``'s last stage).
+        image_dim: channels of the image tokens (e.g. 256 for timm ``resnet10t``'s third stage, 512 for its last).
         text_dim: width of the text tokens (the text transformer's width).
         width: the fusion width.
         heads: attention heads.
